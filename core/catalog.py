@@ -1,0 +1,109 @@
+"""The catalogue of installed models, gathered from the ``fbcnn_plugins.models`` entry points.
+
+Any installed package can add weights by declaring an entry point in that
+group whose target is a function returning the path of a weights file (ours
+return ``.safetensors`` files with a ``.json`` card beside them).  Front ends
+ask the catalogue for a model by name, by path, or for the default model of
+an image type.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from importlib_metadata import entry_points
+
+from .weights import LoadedModel, WeightsError, load_weights, read_card
+
+ENTRY_POINT_GROUP = "fbcnn_plugins.models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model, known before its weights are read."""
+
+    name: str
+    path: Path
+    provider: str
+    card: dict[str, Any]
+
+    @property
+    def in_channels(self) -> int | None:
+        value = self.card.get("in_channels")
+        return int(value) if value is not None else None
+
+    @property
+    def available(self) -> bool:
+        return self.path.is_file()
+
+
+def registered_models() -> list[ModelEntry]:
+    """Every model the installed packages declare, in entry-point order."""
+    entries = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            path = Path(point.load()())
+        except Exception as error:  # a broken third-party plug-in must not break the others
+            entries.append(ModelEntry(point.name, Path(f"<error: {error}>"), _provider(point), {}))
+            continue
+        try:
+            card = read_card(path) if path.with_suffix(".json").is_file() else {}
+        except WeightsError:
+            card = {}
+        entries.append(ModelEntry(point.name, path, _provider(point), card))
+    return entries
+
+
+def _provider(point: Any) -> str:
+    dist = getattr(point, "dist", None)
+    return dist.name if dist is not None else point.value.split(":")[0]
+
+
+def find_model(name: str) -> ModelEntry:
+    for entry in registered_models():
+        if entry.name == name:
+            return entry
+    known = ", ".join(e.name for e in registered_models()) or "none"
+    raise WeightsError(f"no model named {name!r} is registered (registered: {known})")
+
+
+def default_model_entry(gray: bool) -> ModelEntry:
+    """The first available registered model for gray (1 channel) or colour (3 channel) images."""
+    wanted = 1 if gray else 3
+    for entry in registered_models():
+        if entry.available and entry.in_channels == wanted:
+            return entry
+    kind = "gray" if gray else "color"
+    raise WeightsError(f"no {kind} model is installed; pass a weights file with --model")
+
+
+def resolve_model_path(model: str | os.PathLike[str]) -> Path:
+    """A registered name, or a path to a weights file, to the file to load."""
+    candidate = Path(model)
+    if candidate.suffix in {".safetensors", ".pth", ".pt", ".ckpt", ".json"} or candidate.exists():
+        if not candidate.exists():
+            raise WeightsError(f"{candidate}: weights file not found")
+        return candidate
+    entry = find_model(str(model))
+    if not entry.available:
+        raise WeightsError(f"model {entry.name!r} is registered but its weights are missing at {entry.path}")
+    return entry.path
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int) -> LoadedModel:
+    return load_weights(path)
+
+
+def load_model(model: str | os.PathLike[str] | None = None, *, gray: bool = False) -> LoadedModel:
+    """Load a model by name or path (cached per file version), or the default for the image type."""
+    path = default_model_entry(gray).path if model is None else resolve_model_path(model)
+    loaded = _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+    if model is None or not Path(model).exists():
+        name = default_model_entry(gray).name if model is None else str(model)
+        loaded = LoadedModel(loaded.network, name, loaded.config, loaded.in_channels, loaded.source, loaded.card)
+    return loaded

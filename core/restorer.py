@@ -1,0 +1,154 @@
+"""The one entry point every front end uses to restore pixels.
+
+``Restorer.restore(image, qf)`` takes a numpy image in the caller's layout and
+sample format and returns the same layout and format, plus the QF it used.
+It picks the bundled colour or gray model by image type unless told
+otherwise, estimates the QF once per image (tile by tile on large images),
+and runs the network tile by tile so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .catalog import load_model
+from .device import resolve_device, resolve_precision
+from .pixels import merge_image, split_image
+from .quality import QFEstimate, clamp_qf, parse_qf, qf_to_scalar, scalar_to_qf
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, quality_tiles, run_tiled
+from .weights import LoadedModel
+
+ProgressCallback = Callable[[int, int], None]
+
+#: At most this many tiles are read to predict the QF of a large image.
+MAX_QF_TILES = 16
+
+
+@dataclass
+class RestoreResult:
+    image: np.ndarray
+    qf: QFEstimate
+
+
+class Restorer:
+    """Runs FBCNN on images of any size on the CPU or a GPU.
+
+    ``model`` may be ``None`` (the installed default colour or gray model,
+    chosen per image), a registered model name, a weights path, or an already
+    loaded model.  Gray images given to a colour model are replicated to three
+    channels and the restored channels averaged back, which is what the
+    colour model was trained to handle for gray photos.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | LoadedModel | None = None,
+        *,
+        device: str | torch.device = "auto",
+        precision: str | None = None,
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+    ) -> None:
+        check_tiling(tile, overlap)
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.tile = tile
+        self.overlap = overlap
+        # A named model is loaded now, so a wrong name or file fails before any image is read.
+        self._model_choice = model if model is None or isinstance(model, LoadedModel) else load_model(model)
+        self._ready: dict[bool, tuple[LoadedModel, torch.nn.Module]] = {}
+
+    # -- models --------------------------------------------------------------
+    def model_for(self, gray: bool) -> LoadedModel:
+        return self._network_for(gray)[0]
+
+    def _network_for(self, gray: bool) -> tuple[LoadedModel, torch.nn.Module]:
+        if gray not in self._ready:
+            choice = self._model_choice
+            loaded = choice if isinstance(choice, LoadedModel) else load_model(choice, gray=gray)
+            if not gray and loaded.is_gray:
+                raise ValueError(f"model {loaded.name!r} is a gray model and cannot restore a color image")
+            network = copy.deepcopy(loaded.network).to(self.device, self.dtype).eval()
+            if self.device.type == "cuda":
+                network = network.to(memory_format=torch.channels_last)
+            self._ready[gray] = (loaded, network)
+        return self._ready[gray]
+
+    # -- QF ------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_quality(self, image: torch.Tensor, network: torch.nn.Module) -> float:
+        """The network's QF for a whole CPU image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
+        _, _, height, width = image.shape
+        feature_sum, count = None, 0
+        for t in quality_tiles(height, width, self.tile, MAX_QF_TILES):
+            part = self._to_device(image[:, :, t.top : t.bottom, t.left : t.right])
+            tile_sum, tile_count = network.quality_feature_sum(part)
+            feature_sum = tile_sum.float() if feature_sum is None else feature_sum + tile_sum.float()
+            count += tile_count
+        assert feature_sum is not None
+        mean = (feature_sum / count).to(self.dtype)
+        return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+
+    # -- restoration -------------------------------------------------------------
+    def restore(
+        self,
+        image: np.ndarray,
+        qf: int | str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> RestoreResult:
+        """Restore ``image``; ``qf`` is None/"auto"/"predicted" (network's estimate) or an int 1..100."""
+        wanted = parse_qf(qf)
+        split = split_image(image)
+        loaded, _ = self._network_for(split.is_gray)
+        color = split.color
+        replicate = split.is_gray and not loaded.is_gray
+        if replicate:
+            color = np.repeat(color, 3, axis=2)
+        # A channels-first view, not a copy: tiles are copied one at a time on their way to the device.
+        tensor = torch.from_numpy(color).permute(2, 0, 1)[None]
+        restored, estimate = self.restore_tensor(tensor, wanted, gray=split.is_gray, progress=progress)
+        out = restored[0].numpy().transpose(1, 2, 0)
+        if replicate:
+            out = out.mean(axis=2, keepdims=True)
+        return RestoreResult(merge_image(out, split), estimate)
+
+    def restore_tensor(
+        self,
+        image: torch.Tensor,
+        qf: int | str | None = None,
+        *,
+        gray: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[torch.Tensor, QFEstimate]:
+        """Restore a float CPU tensor (1,C,H,W) whose C matches the model; returns a float32 CPU tensor."""
+        wanted = parse_qf(qf)
+        gray = image.shape[1] == 1 if gray is None else gray
+        loaded, network = self._network_for(gray)
+        if image.shape[1] != loaded.in_channels:
+            raise ValueError(f"model {loaded.name!r} takes {loaded.in_channels} channels, the image has {image.shape[1]}")
+        if isinstance(wanted, int):
+            estimate = QFEstimate(wanted, "given")
+        else:
+            predicted = self.predict_quality(image, network)
+            estimate = QFEstimate(clamp_qf(predicted), "predicted", predicted)
+        control = torch.tensor([[qf_to_scalar(estimate.value)]], device=self.device, dtype=self.dtype)
+
+        @torch.inference_mode()
+        def process(tile: torch.Tensor) -> torch.Tensor:
+            return network(self._to_device(tile), control)[0]
+
+        restored = run_tiled(process, image, tile=self.tile, overlap=self.overlap, progress=progress)
+        return restored, estimate
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, self.dtype, non_blocking=True)
+        if self.device.type == "cuda":
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor

@@ -1,0 +1,110 @@
+"""Tiled inference with bounded memory on images of any size.
+
+Tiles start on the 8x8 JPEG grid (so every tile sees whole coding blocks, as
+the network did in training) and overlap by a multiple of 8; overlapping
+outputs are blended with linear ramps so no seam shows.  The full image and
+the blended result stay on the CPU; only one tile at a time visits the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+GRID = 8
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 32
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    if tile <= 0 or tile % GRID:
+        raise ValueError(f"tile size must be a positive multiple of {GRID}, got {tile}")
+    if overlap < 0 or overlap % GRID:
+        raise ValueError(f"tile overlap must be a non-negative multiple of {GRID}, got {overlap}")
+    if overlap >= tile // 2:
+        raise ValueError(f"tile overlap {overlap} must be less than half the tile size {tile}")
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) spans covering 0..length; starts are multiples of 8, the last span may be up to 7 longer."""
+    if length <= tile + GRID - 1:
+        return [(0, length)]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    last = (length - tile) // GRID * GRID
+    if last > starts[-1]:
+        starts.append(last)
+    ends = [start + tile for start in starts[:-1]] + [length]
+    return list(zip(starts, ends))
+
+
+@dataclass(frozen=True)
+class Tile:
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+def iter_tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[Tile]:
+    for top, bottom in tile_spans(height, tile, overlap):
+        for left, right in tile_spans(width, tile, overlap):
+            yield Tile(top, bottom, left, right)
+
+
+def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
+    weights = np.ones(length, dtype=np.float32)
+    if ramp:
+        edge = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
+        if rise:
+            weights[:ramp] = np.minimum(weights[:ramp], edge)
+        if fall:
+            weights[-ramp:] = np.minimum(weights[-ramp:], edge[::-1])
+    return weights
+
+
+def blend_weights(tile: Tile, height: int, width: int, overlap: int) -> torch.Tensor:
+    rows = _ramp(tile.bottom - tile.top, overlap, tile.top > 0, tile.bottom < height)
+    cols = _ramp(tile.right - tile.left, overlap, tile.left > 0, tile.right < width)
+    return torch.from_numpy(np.outer(rows, cols))
+
+
+def run_tiled(
+    process: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Apply ``process`` (tensor (1,C,h,w) -> same shape) tile by tile to a CPU image (1,C,H,W)."""
+    check_tiling(tile, overlap)
+    _, channels, height, width = image.shape
+    tiles = list(iter_tiles(height, width, tile, overlap))
+    if len(tiles) == 1:
+        result = process(image).float().cpu()
+        if progress:
+            progress(1, 1)
+        return result
+    total = torch.zeros((1, channels, height, width), dtype=torch.float32)
+    weight_sum = torch.zeros((height, width), dtype=torch.float32)
+    for done, t in enumerate(tiles, start=1):
+        restored = process(image[:, :, t.top : t.bottom, t.left : t.right]).float().cpu()
+        weights = blend_weights(t, height, width, overlap)
+        total[:, :, t.top : t.bottom, t.left : t.right] += restored * weights
+        weight_sum[t.top : t.bottom, t.left : t.right] += weights
+        if progress:
+            progress(done, len(tiles))
+    return total.div_(weight_sum)
+
+
+def quality_tiles(height: int, width: int, tile: int, limit: int) -> list[Tile]:
+    """Non-overlapping tiles for QF prediction; at most ``limit`` of them, spread evenly over the image."""
+    tiles = list(iter_tiles(height, width, tile, 0))
+    if len(tiles) <= limit:
+        return tiles
+    picks = np.linspace(0, len(tiles) - 1, limit).round().astype(int)
+    return [tiles[i] for i in sorted(set(picks.tolist()))]

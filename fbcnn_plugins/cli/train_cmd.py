@@ -1,0 +1,54 @@
+"""``fbcnn train`` and ``fbcnn export``: run a training config, ship its weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train a network from a config under training/configs/")
+    train.add_argument("--config", required=True, type=Path, help="training config (TOML)")
+    train.add_argument("--run-dir", type=Path, help="where checkpoints and the log go (default: runs/NAME)")
+    train.add_argument("--steps", type=int, help="train at most this many more steps in this invocation")
+    train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run folder")
+    train.add_argument("--plot", type=Path, metavar="PNG", help="only draw loss and validation PSNR of the run, then exit")
+    train.set_defaults(run=run_train)
+
+    export = commands.add_parser("export", help="export a run's checkpoint as bundled fp16 safetensors weights")
+    export.add_argument("run_dir", type=Path, help="training run folder holding last.pt and log.jsonl")
+    export.add_argument("--out", type=Path, help="output .safetensors (default: the package's bundled-model folder)")
+    export.set_defaults(run=run_export)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from fbcnn_plugins.training.config import load_train_config
+    from fbcnn_plugins.training.trainer import Trainer
+
+    config = load_train_config(args.config)
+    run_dir = args.run_dir or Path("runs") / config.name
+    if args.plot:
+        from fbcnn_plugins.training.plot import plot_run
+
+        plot_run(run_dir, args.plot)
+        print(f"wrote {args.plot}")
+        return 0
+    trainer = Trainer(config, run_dir)
+    if not args.fresh and trainer.resume():
+        print(f"resumed {run_dir} at step {trainer.step}")
+    trainer.train(max_steps=args.steps)
+    print(f"checkpoint: {run_dir / 'last.pt'} (step {trainer.step})")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from fbcnn_plugins.training.export import export_run
+
+    try:
+        path = export_run(args.run_dir, args.out)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"fbcnn export: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0

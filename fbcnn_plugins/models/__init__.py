@@ -1,0 +1,20 @@
+"""Weights bundled with fbcnn-plugins, exposed through the ``fbcnn_plugins.models`` entry points.
+
+Each entry point resolves to a function returning the path of a weights file
+(its ``.json`` card lies beside it); other packages can register their own in
+the same group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def color_small() -> Path:
+    return HERE / "fbcnn-color-small.safetensors"
+
+
+def gray_small() -> Path:
+    return HERE / "fbcnn-gray-small.safetensors"

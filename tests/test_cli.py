@@ -1,0 +1,165 @@
+"""``fbcnn restore`` end to end on real JPEG files written by Pillow, and every bad-input case."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fbcnn_plugins.cli.main import main
+
+from conftest import natural_image
+
+FBCNN = [sys.executable, "-m", "fbcnn_plugins.cli.main"]
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, quality in enumerate((10, 25)):
+        Image.fromarray(natural_image(64, 80, seed=i)).save(folder / f"p{i}.jpg", quality=quality)
+    return folder
+
+
+def run_cli(*args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_restore_folder_writes_pngs_next_to_inputs(photos, capsys):
+    code, out, err = run_cli("restore", photos, "--json", capsys=capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["restored"] == 2 and report["failed"] == 0
+    for i in range(2):
+        source, target = photos / f"p{i}.jpg", photos / f"p{i}_fbcnn.png"
+        restored = np.asarray(Image.open(target))
+        original = np.asarray(Image.open(source))
+        assert restored.shape == original.shape and not np.array_equal(restored, original)
+    assert not [p for p in photos.iterdir() if ".part" in p.name]
+
+
+def test_single_file_output_format_follows_extension_and_qf_is_fixed(photos, tmp_path, capsys):
+    target = tmp_path / "out.tiff"
+    code, out, err = run_cli("restore", photos / "p0.jpg", "-o", target, "--qf", "15", "--json", capsys=capsys)
+    assert code == 0, err
+    assert Image.open(target).format == "TIFF"
+    assert json.loads(out)["files"][0]["qf"] == 15
+
+
+def test_recursive_glob_and_output_folder_mirror_subfolders(photos, tmp_path, capsys):
+    nested = photos / "sub"
+    nested.mkdir()
+    Image.fromarray(natural_image(40, 40)).save(nested / "n.jpg", quality=20)
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli("restore", photos, "-o", out_dir, "--recursive", "--format", "webp", capsys=capsys)
+    assert code == 0, err
+    assert (out_dir / "sub" / "n_fbcnn.webp").exists() and (out_dir / "p1_fbcnn.webp").exists()
+    code, _, _ = run_cli("restore", str(photos / "*.jpg"), "-o", tmp_path / "g", capsys=capsys)
+    assert code == 0 and len(list((tmp_path / "g").iterdir())) == 2
+
+
+def test_existing_output_is_kept_without_overwrite(photos, capsys):
+    target = photos / "p0_fbcnn.png"
+    target.write_bytes(b"precious")
+    code, _, err = run_cli("restore", photos / "p0.jpg", capsys=capsys)
+    assert code == 1 and "--overwrite" in err and str(target) in err
+    assert target.read_bytes() == b"precious"
+    code, _, _ = run_cli("restore", photos / "p0.jpg", "--overwrite", capsys=capsys)
+    assert code == 0 and Image.open(target).format == "PNG"
+
+
+def test_input_is_never_replaced(photos, capsys):
+    source = photos / "p0.jpg"
+    before = source.read_bytes()
+    code, _, err = run_cli("restore", source, "-o", source, "--overwrite", capsys=capsys)
+    assert code == 1 and "replace the input" in err
+    assert source.read_bytes() == before
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
+    text = folder / "notes.jpg"
+    text.write_text("this is not an image")
+    truncated = folder / "cut.jpg"
+    Image.fromarray(natural_image(64, 64)).save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[:400])
+    bomb = folder / "bomb.png"
+    Image.new("1", (12000, 12000)).save(bomb)  # 144 MP in a few kilobytes
+    cmyk = folder / "print.jpg"
+    Image.new("CMYK", (32, 32), (0, 50, 100, 0)).save(cmyk)
+    return {
+        "missing": (folder / "nope.jpg", "no such file"),
+        "not an image": (text, "not an image"),
+        "truncated": (truncated, "truncated"),
+        "bomb": (bomb, "decompression bomb"),
+        "unsupported mode": (cmyk, "unsupported image mode CMYK"),
+    }
+
+
+def test_every_bad_input_is_named_and_the_good_files_still_run(photos, capsys):
+    bad = _bad_inputs(photos.parent)
+    good = photos / "p1.jpg"
+    code, out, err = run_cli("restore", *[p for p, _ in bad.values()], good, "--json", capsys=capsys)
+    assert code == 1
+    report = json.loads(out)
+    assert report["restored"] == 1 and report["failed"] == len(bad)
+    errors = [f["error"] for f in report["files"] if "error" in f]
+    for path, message in bad.values():
+        assert any(str(path) in e and message in e for e in errors), (path, message, errors)
+        assert str(path) in err
+    assert (photos / "p1_fbcnn.png").exists()
+
+
+def test_exif_orientation_is_applied_and_icc_profile_kept(tmp_path, capsys):
+    from PIL import ImageCms
+
+    image = Image.fromarray(natural_image(48, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = tmp_path / "rotated.jpg"
+    image.save(source, quality=30, exif=exif, icc_profile=icc)
+    code, _, err = run_cli("restore", source, capsys=capsys)
+    assert code == 0, err
+    restored = Image.open(tmp_path / "rotated_fbcnn.png")
+    assert restored.size == (48, 80)  # upright: width and height swapped
+    assert restored.info.get("icc_profile") == icc
+    assert restored.getexif().get(0x0112, 1) == 1
+
+
+def test_sixteen_bit_png_stays_sixteen_bit(tmp_path, capsys):
+    import cv2
+
+    deep = (natural_image(48, 56).astype(np.uint16) * 257 + 100)
+    source = tmp_path / "deep.png"
+    cv2.imwrite(str(source), deep[:, :, ::-1])
+    target = tmp_path / "deep_out.png"
+    code, _, err = run_cli("restore", source, "-o", target, "--qf", "40", capsys=capsys)
+    assert code == 0, err
+    restored = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
+    assert restored.dtype == np.uint16 and restored.shape == deep.shape
+
+
+def test_bad_options_fail_cleanly(photos, capsys):
+    code, _, err = run_cli("restore", photos / "p0.jpg", "--qf", "250", capsys=capsys)
+    assert code == 2 and "--qf" in err
+    code, _, err = run_cli("restore", photos / "p0.jpg", "--tile", "100", capsys=capsys)
+    assert code == 2 and "multiple of 8" in err
+    code, _, err = run_cli("restore", photos / "p0.jpg", "--model", "no-such-model", capsys=capsys)
+    assert code == 2 and "no-such-model" in err
+
+
+def test_console_script_version_models_and_help():
+    version = subprocess.run([*FBCNN, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("fbcnn-plugins ")
+    models = subprocess.run([*FBCNN, "models", "--json"], capture_output=True, text=True, check=True)
+    names = {m["name"]: m for m in json.loads(models.stdout)}
+    assert names["fbcnn-color-small"]["available"] and names["fbcnn-color-small"]["color"] == "rgb"
+    for command in ("restore", "models", "train", "export"):
+        helped = subprocess.run([*FBCNN, command, "--help"], capture_output=True, text=True)
+        assert helped.returncode == 0 and "usage: fbcnn" in helped.stdout

@@ -1,0 +1,130 @@
+"""The Restorer API: layouts, sample formats, alpha, gray handling, QF control, devices."""
+
+import numpy as np
+import pytest
+import torch
+
+from fbcnn_plugins.core.device import DeviceError, resolve_device, resolve_precision
+from fbcnn_plugins.core.restorer import Restorer
+
+from conftest import natural_image, pillow_jpeg
+
+
+@pytest.fixture(scope="module")
+def jpeg_rgb():
+    return pillow_jpeg(natural_image(72, 88), 20)
+
+
+@pytest.fixture()
+def color_restorer(tiny_color_model):
+    return Restorer(tiny_color_model, device="cpu")
+
+
+def test_uint8_rgb_round_trip(color_restorer, jpeg_rgb):
+    result = color_restorer.restore(jpeg_rgb)
+    assert result.image.shape == jpeg_rgb.shape and result.image.dtype == np.uint8
+    assert result.qf.source == "predicted" and 1 <= result.qf.value <= 100
+    assert result.qf.value == round(result.qf.predicted)
+
+
+def test_fixed_qf_is_used_and_changes_the_output(color_restorer, jpeg_rgb):
+    low = color_restorer.restore(jpeg_rgb, qf=5)
+    high = color_restorer.restore(jpeg_rgb, qf=95)
+    assert (low.qf.value, low.qf.source) == (5, "given")
+    assert not np.array_equal(low.image, high.image)
+
+
+@pytest.mark.parametrize("bad", [0, 101, "high", 12.5, True])
+def test_bad_qf_is_rejected(color_restorer, jpeg_rgb, bad):
+    with pytest.raises(ValueError, match="qf"):
+        color_restorer.restore(jpeg_rgb, qf=bad)
+
+
+def test_alpha_passes_through_untouched(color_restorer, jpeg_rgb):
+    alpha = np.random.default_rng(0).integers(0, 256, jpeg_rgb.shape[:2], dtype=np.uint8)
+    rgba = np.dstack([jpeg_rgb, alpha])
+    result = color_restorer.restore(rgba, qf=30)
+    assert result.image.shape == rgba.shape
+    assert np.array_equal(result.image[:, :, 3], alpha)
+    assert np.array_equal(result.image[:, :, :3], color_restorer.restore(jpeg_rgb, qf=30).image)
+
+
+def test_uint16_keeps_sixteen_bit_precision(bundled_color_model, jpeg_rgb):
+    # A trained model, so outputs are real images rather than a random network's clipped extremes.
+    color_restorer = Restorer(bundled_color_model, device="cpu")
+    deep = jpeg_rgb.astype(np.uint16) * 257
+    out = color_restorer.restore(deep, qf=30).image
+    assert out.dtype == np.uint16 and out.shape == deep.shape
+    # Values between the 8-bit levels exist: nothing went through 8 bits.
+    assert np.count_nonzero(out % 257) > out.size // 2
+    as_float = color_restorer.restore(jpeg_rgb.astype(np.float32) / 255, qf=30).image
+    assert np.abs(out / 65535.0 - np.clip(as_float, 0, 1)).max() < 1.0 / 65535 + 1e-6
+
+
+def test_float32_in_float32_out(color_restorer, jpeg_rgb):
+    image = jpeg_rgb.astype(np.float32) / 255
+    out = color_restorer.restore(image, qf=30).image
+    assert out.dtype == np.float32 and out.shape == image.shape
+    reference = color_restorer.restore(jpeg_rgb, qf=30).image
+    assert np.abs(np.clip(out, 0, 1) * 255 - reference).max() <= 0.5 + 1e-3
+
+
+@pytest.mark.parametrize("shape", [(40, 48), (40, 48, 1), (40, 48, 2)])
+def test_gray_layouts_go_to_the_gray_model(tiny_gray_model, shape):
+    image = natural_image(40, 48)[:, :, 1].reshape(shape[:2])
+    if len(shape) == 3:
+        planes = [image] if shape[2] == 1 else [image, np.full_like(image, 200)]
+        image = np.dstack(planes)
+    restorer = Restorer(tiny_gray_model, device="cpu")
+    out = restorer.restore(image, qf=20).image
+    assert out.shape == image.shape and out.dtype == np.uint8
+    if len(shape) == 3 and shape[2] == 2:
+        assert np.all(out[:, :, 1] == 200)
+
+
+def test_gray_image_with_colour_model_uses_channel_replication(tiny_color_model):
+    gray = natural_image(40, 48)[:, :, 0]
+    restorer = Restorer(tiny_color_model, device="cpu")
+    out = restorer.restore(gray, qf=20).image
+    rgb = restorer.restore(np.dstack([gray] * 3).astype(np.float32) / 255, qf=20).image
+    expected = np.clip(np.rint(rgb.mean(axis=2) * 255), 0, 255)
+    assert out.shape == gray.shape
+    assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+def test_colour_image_with_gray_model_is_refused(tiny_gray_model, jpeg_rgb):
+    with pytest.raises(ValueError, match="gray model"):
+        Restorer(tiny_gray_model, device="cpu").restore(jpeg_rgb)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (np.zeros((4, 4, 5), np.uint8), ValueError),
+    (np.zeros((4, 4), np.int32), TypeError),
+    (np.zeros((0, 4), np.uint8), ValueError),
+    (np.full((8, 8), np.nan, np.float32), ValueError),
+])
+def test_bad_arrays_are_rejected(color_restorer, bad, error):
+    with pytest.raises(error):
+        color_restorer.restore(bad)
+
+
+def test_device_selection():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA"):
+            resolve_device("cuda:0")
+    with pytest.raises(DeviceError, match="fp16 is not supported on the CPU"):
+        resolve_precision("fp16", torch.device("cpu"))
+    assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_bf16_on_cpu_stays_close_to_fp32(tiny_color_model, jpeg_rgb):
+    fp32 = Restorer(tiny_color_model, device="cpu").restore(jpeg_rgb, qf=20).image.astype(float)
+    bf16 = Restorer(tiny_color_model, device="cpu", precision="bf16").restore(jpeg_rgb, qf=20).image.astype(float)
+    assert np.abs(fp32 - bf16).mean() < 3.0

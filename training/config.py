@@ -1,0 +1,78 @@
+"""Training run settings, read from a TOML file under ``training/configs/``.
+
+One file fixes a whole run (network, data, degradations, optimiser, schedule,
+validation, export), so that ``fbcnn train --config FILE`` plus the seed in it
+reproduces the shipped weights.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import DegradationConfig, QualityDistribution
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    network: str
+    gray: bool
+    train_dirs: list[str]
+    val_dirs: list[str]
+    patch_size: int = 64
+    batch_size: int = 16
+    steps: int = 100_000
+    lr: float = 2e-4
+    lr_min: float = 1e-6
+    schedule: str = "cosine"  # or "step"
+    step_every: int = 40_000
+    step_gamma: float = 0.5
+    warmup_steps: int = 500
+    qf_loss_weight: float = 0.1
+    grad_clip: float = 0.0
+    seed: int = 0
+    workers: int = 1
+    threads: int = 0
+    checkpoint_every: int = 500
+    val_every: int = 2000
+    val_qfs: list[int] = field(default_factory=lambda: [10, 40])
+    val_crop: int = 256
+    val_images: int = 12
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    source: str = ""
+
+
+def _distribution(raw: Any, default: QualityDistribution) -> QualityDistribution:
+    if raw is None:
+        return default
+    return QualityDistribution([(float(w), int(lo), int(hi)) for w, lo, hi in raw])
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    with path.open("rb") as stream:
+        raw = tomllib.load(stream)
+    model, data, optim, run, val = (raw.get(k, {}) for k in ("model", "data", "optim", "run", "validation"))
+    jpeg = data.get("jpeg", {})
+    degradation = DegradationConfig(
+        single=_distribution(jpeg.get("single_qf"), QualityDistribution()),
+        double_ratio=float(jpeg.get("double_ratio", 0.0)),
+        double_first=_distribution(jpeg.get("double_qf1"), QualityDistribution()),
+        double_second=_distribution(jpeg.get("double_qf2"), QualityDistribution()),
+        max_shift=int(jpeg.get("max_shift", 7)),
+    )
+    known = TrainConfig.__dataclass_fields__
+    settings: dict[str, Any] = {}
+    for section in (data, optim, run, val):
+        settings.update({k: v for k, v in section.items() if k in known})
+    return TrainConfig(
+        name=raw.get("name", path.stem),
+        network=model.get("config", "small"),
+        gray=bool(model.get("gray", False)),
+        degradation=degradation,
+        source=str(path),
+        **settings,
+    )

@@ -1,0 +1,157 @@
+"""Training batches: clean patches and their real-libjpeg degradations.
+
+Every batch is a pure function of (seed, step): its random generator is seeded
+with both.  That makes a resumed run see exactly the batches an uninterrupted
+run would have seen, whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fbcnn_plugins.core.jpeg import double_jpeg, jpeg_roundtrip, rgb_to_y
+
+IMAGE_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp"}
+GRID = 8
+
+
+@dataclass
+class QualityDistribution:
+    """A mixture of uniform integer ranges: [[weight, low, high], ...]."""
+
+    components: list[tuple[float, int, int]] = field(default_factory=lambda: [(1.0, 10, 95)])
+
+    def sample(self, rng: np.random.Generator) -> int:
+        weights = np.array([c[0] for c in self.components], dtype=np.float64)
+        _, low, high = self.components[rng.choice(len(self.components), p=weights / weights.sum())]
+        return int(rng.integers(low, high + 1))
+
+
+@dataclass
+class DegradationConfig:
+    single: QualityDistribution = field(default_factory=QualityDistribution)
+    double_ratio: float = 0.0
+    double_first: QualityDistribution = field(default_factory=QualityDistribution)
+    double_second: QualityDistribution = field(default_factory=QualityDistribution)
+    max_shift: int = 7
+
+
+@dataclass
+class Sample:
+    clean: np.ndarray
+    degraded: np.ndarray
+    qf: int
+    is_double: bool
+    shift: tuple[int, int] = (0, 0)
+
+
+def list_images(folders: Sequence[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: training image folder not found")
+        files.extend(sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"no lossless images found under {', '.join(map(str, folders))}")
+    return files
+
+
+def load_training_image(path: Path, gray: bool) -> np.ndarray:
+    """RGB uint8 for colour models, MATLAB-style Y for gray models (gray sources stay gray)."""
+    with Image.open(path) as image:
+        if image.mode in ("L", "I;16", "I"):
+            array = np.asarray(image.convert("L"))
+            return array if gray else np.repeat(array[:, :, None], 3, axis=2)
+        array = np.asarray(image.convert("RGB"))
+    return rgb_to_y(array) if gray else array
+
+
+def augment(patch: np.ndarray, mode: int) -> np.ndarray:
+    """One of the 8 dihedral transforms (flips and 90-degree rotations)."""
+    if mode >= 4:
+        patch = patch[:, ::-1]
+    return np.ascontiguousarray(np.rot90(patch, mode % 4))
+
+
+def degrade_patch(clean: np.ndarray, rng: np.random.Generator, config: DegradationConfig, size: int) -> Sample:
+    """Degrade a clean region of at least size + 2*GRID pixels and cut a ``size`` patch from it.
+
+    The patch starts at a random 0..7 offset inside the JPEG grid, so the
+    network never learns that block edges sit at patch multiples of 8.
+    """
+    if rng.random() < config.double_ratio:
+        q1, q2 = config.double_first.sample(rng), config.double_second.sample(rng)
+        shift = (int(rng.integers(0, config.max_shift + 1)), int(rng.integers(0, config.max_shift + 1)))
+        degraded = double_jpeg(clean, q1, q2, shift)
+        clean = clean[shift[0] :, shift[1] :]
+        # The QF the user would want to undo is the stronger (smaller) one.
+        qf, is_double = min(q1, q2), True
+    else:
+        qf = config.single.sample(rng)
+        degraded, shift, is_double = jpeg_roundtrip(clean, qf), (0, 0), False
+    dy, dx = (int(v) for v in rng.integers(0, GRID, size=2))
+    window = (slice(dy, dy + size), slice(dx, dx + size))
+    return Sample(clean[window], degraded[window], qf, is_double, shift)
+
+
+class PatchBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``step`` is the whole batch for that training step."""
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        *,
+        patch_size: int,
+        batch_size: int,
+        degradation: DegradationConfig,
+        seed: int,
+        total_steps: int,
+    ) -> None:
+        small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch_size + 3 * GRID]
+        if small:
+            raise ValueError(f"{len(small)} training images are smaller than the patch size plus margins")
+        self.images = images
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.degradation = degradation
+        self.seed = seed
+        self.total_steps = total_steps
+        areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
+        self.image_weights = areas / areas.sum()
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, int(step)])
+        region = self.patch_size + 2 * GRID
+        clean_batch, degraded_batch, qfs, doubles = [], [], [], []
+        for _ in range(self.batch_size):
+            # Large images are drawn more often so every pixel is about equally likely.
+            image = self.images[rng.choice(len(self.images), p=self.image_weights)]
+            top = int(rng.integers(0, image.shape[0] - region + 1))
+            left = int(rng.integers(0, image.shape[1] - region + 1))
+            clean = augment(image[top : top + region, left : left + region], int(rng.integers(0, 8)))
+            sample = degrade_patch(clean, rng, self.degradation, self.patch_size)
+            clean_batch.append(sample.clean)
+            degraded_batch.append(sample.degraded)
+            qfs.append(sample.qf)
+            doubles.append(sample.is_double)
+        return {
+            "clean": _to_tensor(clean_batch),
+            "degraded": _to_tensor(degraded_batch),
+            "qf": torch.tensor(qfs, dtype=torch.float32),
+            "double": torch.tensor(doubles, dtype=torch.bool),
+        }
+
+
+def _to_tensor(patches: list[np.ndarray]) -> torch.Tensor:
+    stack = np.stack([p if p.ndim == 3 else p[:, :, None] for p in patches])
+    return torch.from_numpy(stack).permute(0, 3, 1, 2).float().div_(255.0)

@@ -1,0 +1,49 @@
+"""Turning a training run into shipped weights: fp16 safetensors plus a card.
+
+The card records what a user (or an auditor) needs to trust the file: the
+config that trained it, the data, the steps and time, the validation numbers
+at that point, and the sha256 the loader checks.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import torch
+
+from fbcnn_plugins.core.configs import get_config
+from fbcnn_plugins.core.weights import save_weights
+from fbcnn_plugins.models import HERE as BUNDLED_DIR
+
+from .trainer import CHECKPOINT, load_checkpoint, read_log
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint to export")
+    state = load_checkpoint(checkpoint)
+    config = get_config(state["network_config"])
+    network = config.build(1 if state["gray"] else 3)
+    network.load_state_dict(state["network"])
+    name = state["config_name"]
+    train_toml = run_dir / "train.toml"
+    settings = tomllib.loads(train_toml.read_text()) if train_toml.exists() else {}
+    validations = [r for r in read_log(run_dir) if r.get("kind") == "val" and r["step"] <= state["step"]]
+    extra = {
+        "training": {
+            "recipe": "FBCNN-A: single JPEG plus non-aligned double JPEG (libjpeg via OpenCV)",
+            "config_file": f"training/configs/{name.removeprefix('fbcnn-')}.toml",
+            "data": settings.get("data", {}).get("train_dirs", []),
+            "steps": int(state["step"]),
+            "train_seconds": round(float(state["elapsed"]), 1),
+            "machine": "2-core x86-64 CPU, fp32",
+            "seed": settings.get("run", {}).get("seed"),
+        },
+        "validation": validations[-1] if validations else None,
+        "gray_input": "Y channel, MATLAB-style BT.601 (16..235)" if state["gray"] else None,
+    }
+    path = Path(out) if out else BUNDLED_DIR / f"{name}.safetensors"
+    return save_weights(network, path, config, name=name, dtype=torch.float16, extra=extra)

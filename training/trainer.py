@@ -1,0 +1,267 @@
+"""The training loop: resumable, logged, and cheap enough for a 2-core CPU.
+
+A run lives in one folder: ``last.pt`` (model, optimiser, schedule, step, RNG
+and elapsed time), ``log.jsonl`` (one line per report and per validation) and
+``train.toml`` (the config it was started with).  Data for step ``s`` depends
+only on (seed, s), so resuming from ``last.pt`` continues exactly where an
+uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fbcnn_plugins.core.atomic import atomic_target
+from fbcnn_plugins.core.configs import create_network
+from fbcnn_plugins.core.jpeg import jpeg_roundtrip
+from fbcnn_plugins.core.metrics import psnr
+
+from .config import TrainConfig
+from .data import GRID, PatchBatches, list_images, load_training_image
+
+CHECKPOINT = "last.pt"
+LOG = "log.jsonl"
+
+
+def learning_rate_factor(config: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of the base LR at a step: linear warm-up, then cosine or step decay."""
+
+    def factor(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "step":
+            return config.step_gamma ** (step // config.step_every)
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+        floor = config.lr_min / config.lr
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def training_loss(
+    network: torch.nn.Module, batch: dict[str, torch.Tensor], qf_weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 on pixels plus weighted L1 on q = 1 - QF/100; double-JPEG samples get no QF loss (paper eq. 5)."""
+    restored, predicted = network(batch["degraded"])
+    image_loss = F.l1_loss(restored, batch["clean"])
+    target = (1.0 - batch["qf"] / 100.0).unsqueeze(1)
+    single = (~batch["double"]).float().unsqueeze(1)
+    qf_loss = (torch.abs(predicted - target) * single).sum() / single.sum().clamp(min=1.0)
+    loss = image_loss + qf_weight * qf_loss
+    return loss, {"l1": image_loss.item(), "qf_l1": qf_loss.item()}
+
+
+class ValidationSet:
+    """Central crops of the validation images, JPEG-compressed once per QF."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        files = list_images(config.val_dirs)[: config.val_images]
+        crop = config.val_crop
+        self.cases: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {qf: [] for qf in config.val_qfs}
+        for path in files:
+            image = load_training_image(path, config.gray)
+            top = max(0, (image.shape[0] - crop) // 2) // GRID * GRID
+            left = max(0, (image.shape[1] - crop) // 2) // GRID * GRID
+            clean = np.ascontiguousarray(image[top : top + crop, left : left + crop])
+            for qf in config.val_qfs:
+                self.cases[qf].append((clean, jpeg_roundtrip(clean, qf)))
+
+    @torch.no_grad()
+    def evaluate(self, network: torch.nn.Module) -> dict[str, dict[str, float]]:
+        network.eval()
+        report = {}
+        for qf, pairs in self.cases.items():
+            jpeg_psnrs, out_psnrs, predicted = [], [], []
+            for clean, degraded in pairs:
+                x = _to_batch(degraded)
+                restored, q = network(x)
+                out = _to_uint8(restored)
+                jpeg_psnrs.append(psnr(clean, degraded))
+                out_psnrs.append(psnr(clean, out))
+                predicted.append(100.0 * (1.0 - float(q)))
+            report[str(qf)] = {
+                "psnr_jpeg": float(np.mean(jpeg_psnrs)),
+                "psnr_out": float(np.mean(out_psnrs)),
+                "gain": float(np.mean(out_psnrs) - np.mean(jpeg_psnrs)),
+                "qf_predicted": float(np.mean(predicted)),
+            }
+        network.train()
+        return report
+
+
+def _to_batch(image: np.ndarray) -> torch.Tensor:
+    array = image if image.ndim == 3 else image[:, :, None]
+    return torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
+
+
+def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    array = tensor[0].clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).numpy()
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
+def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    with atomic_target(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.network = create_network(config.network, 1 if config.gray else 3)
+        if self.network.global_residual:
+            # Start as the identity: the loss begins at the JPEG input's error and only has to go down.
+            torch.nn.init.zeros_(self.network.m_tail.weight)
+            torch.nn.init.zeros_(self.network.m_tail.bias)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config))
+        self.step = 0
+        self.elapsed = 0.0
+        self._stop_requested = False
+
+    # -- checkpoints -------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "torch_rng": torch.get_rng_state(),
+            "config_name": self.config.name,
+            "network_config": self.config.network,
+            "gray": self.config.gray,
+        }
+
+    def save(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / CHECKPOINT
+        _save_atomic(self.state(), path)
+        return path
+
+    def resume(self, path: Path | None = None) -> bool:
+        path = path or self.run_dir / CHECKPOINT
+        if not path.exists():
+            return False
+        state = load_checkpoint(path)
+        if state["network_config"] != self.config.network or state["gray"] != self.config.gray:
+            raise ValueError(f"{path}: checkpoint is for {state['network_config']} gray={state['gray']}, not this config")
+        self.network.load_state_dict(state["network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        torch.set_rng_state(state["torch_rng"])
+        return True
+
+    # -- the loop ----------------------------------------------------------
+    def _append_log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / LOG, "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
+
+    def train(self, *, max_steps: int | None = None, validate: bool = True, report_every: int = 20) -> None:
+        """Train up to ``config.steps`` (or ``max_steps`` more steps), checkpointing as it goes."""
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config.source and not (self.run_dir / "train.toml").exists():
+            shutil.copyfile(config.source, self.run_dir / "train.toml")
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        end = config.steps if max_steps is None else min(config.steps, self.step + max_steps)
+        if self.step >= end:
+            return
+        images = [load_training_image(p, config.gray) for p in list_images(config.train_dirs)]
+        images = [im for im in images if min(im.shape[:2]) >= config.patch_size + 3 * GRID]
+        dataset = PatchBatches(
+            images, patch_size=config.patch_size, batch_size=config.batch_size,
+            degradation=config.degradation, seed=config.seed, total_steps=config.steps,
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=None, sampler=range(self.step, end), num_workers=config.workers,
+            prefetch_factor=4 if config.workers else None, persistent_workers=False,
+        )
+        validation = ValidationSet(config) if validate and config.val_every else None
+        previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.network.train()
+        window_start, window_patches, losses = time.perf_counter(), 0, []
+        try:
+            for batch in loader:
+                started = time.perf_counter()
+                loss, parts = training_loss(self.network, batch, config.qf_loss_weight)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                self.elapsed += time.perf_counter() - started
+                window_patches += config.batch_size
+                losses.append((loss.item(), parts["l1"], parts["qf_l1"]))
+                if self.step % report_every == 0 or self.step == end:
+                    self._report(window_start, window_patches, losses, end)
+                    window_start, window_patches, losses = time.perf_counter(), 0, []
+                if validation and self.step % config.val_every == 0:
+                    self._validate(validation)
+                if self.step % config.checkpoint_every == 0 or self.step == end or self._stop_requested:
+                    self.save()
+                if self._stop_requested:
+                    self.log(f"stopped at step {self.step}; checkpoint saved")
+                    break
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+
+    def _report(self, window_start: float, patches: int, losses: list[tuple[float, float, float]], end: int) -> None:
+        seconds = max(1e-9, time.perf_counter() - window_start)
+        rate = patches / seconds
+        mean = np.mean(losses, axis=0)
+        remaining = (end - self.step) * self.config.batch_size / max(rate, 1e-9)
+        record = {
+            "kind": "train", "step": self.step, "loss": float(mean[0]), "l1": float(mean[1]),
+            "qf_l1": float(mean[2]), "lr": self.scheduler.get_last_lr()[0], "patches_per_s": rate,
+            "elapsed_s": self.elapsed, "time": time.time(),
+        }
+        self._append_log(record)
+        self.log(
+            f"step {self.step}/{end}  loss {mean[0]:.5f}  l1 {mean[1]:.5f}  qf {mean[2]:.4f}  "
+            f"{rate:.1f} patches/s  ETA {_format_seconds(remaining)}"
+        )
+        sys.stdout.flush()
+
+    def _validate(self, validation: ValidationSet) -> None:
+        report = validation.evaluate(self.network)
+        self._append_log({"kind": "val", "step": self.step, "elapsed_s": self.elapsed, "val": report, "time": time.time()})
+        summary = "  ".join(f"QF{qf}: {r['psnr_out']:.2f} dB ({r['gain']:+.2f})" for qf, r in report.items())
+        self.log(f"validation at step {self.step}: {summary}")
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
