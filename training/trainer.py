@@ -124,6 +124,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.log = log
+        torch.manual_seed(config.seed)  # the initial weights are part of what the seed reproduces
         self.network = create_network(config.network, 1 if config.gray else 3)
         if self.network.global_residual:
             # Start as the identity: the loss begins at the JPEG input's error and only has to go down.

@@ -1,0 +1,150 @@
+"""Training pipeline: degradations, labels, learning, exact resume, export, evaluation metrics."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fbcnn_plugins.core.jpeg import double_jpeg, jpeg_roundtrip, rgb_to_y
+from fbcnn_plugins.core.metrics import blocking_effect_factor, psnr, psnr_b
+from fbcnn_plugins.core.weights import load_weights
+from fbcnn_plugins.training.config import TrainConfig, load_train_config
+from fbcnn_plugins.training.data import DegradationConfig, PatchBatches, QualityDistribution, load_training_image
+from fbcnn_plugins.training.evaluation import Condition, evaluate
+from fbcnn_plugins.training.export import export_run
+from fbcnn_plugins.training.trainer import Trainer, load_checkpoint, training_loss
+
+from conftest import REPO, natural_image
+
+
+def block_edge_column(image: np.ndarray) -> int:
+    """The column phase (0..7) with the strongest horizontal steps: where the 8x8 block edges lie."""
+    steps = np.abs(np.diff(image.astype(float), axis=1)).mean(axis=0)
+    return int(np.argmax([steps[phase::8].mean() for phase in range(8)]))
+
+
+@pytest.mark.parametrize("shift", [0, 3, 5])
+def test_double_jpeg_shift_really_moves_the_first_grid(shift):
+    clean = natural_image(128, 160)[:, :, 1]
+    degraded = double_jpeg(clean, 10, 95, (shift, shift))
+    assert degraded.shape == (128 - shift, 160 - shift)
+    # The first (strong) compression's edges sit after columns 7, 15, ... of the unshifted image.
+    assert block_edge_column(degraded) == (7 - shift) % 8
+
+
+def test_single_jpeg_is_libjpeg_and_matches_pillow_at_the_same_quality():
+    import io
+
+    image = natural_image(64, 64)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=30)
+    pillow = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+    assert psnr(pillow, jpeg_roundtrip(image, 30)) > 45
+
+
+def test_gray_training_uses_matlab_y(tmp_path):
+    assert rgb_to_y(np.array([[[255, 255, 255], [0, 0, 0]]], np.uint8)).tolist() == [[235, 16]]
+    rgb = natural_image(40, 40)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    assert np.array_equal(load_training_image(tmp_path / "c.png", gray=True), rgb_to_y(rgb))
+
+
+def make_batches(images, **degradation):
+    config = DegradationConfig(**degradation)
+    return PatchBatches(images, patch_size=32, batch_size=6, degradation=config, seed=1, total_steps=10)
+
+
+def test_qf_labels_and_double_flags():
+    images = [natural_image(80, 80, seed=s) for s in range(2)]
+    single = make_batches(images, single=QualityDistribution([(1.0, 37, 37)]))[0]
+    assert single["qf"].tolist() == [37.0] * 6 and not single["double"].any()
+    assert single["clean"].shape == single["degraded"].shape == (6, 3, 32, 32)
+    double = make_batches(images, double_ratio=1.0, double_first=QualityDistribution([(1.0, 20, 20)]),
+                          double_second=QualityDistribution([(1.0, 60, 60)]))[0]
+    assert double["double"].all() and double["qf"].tolist() == [20.0] * 6
+    assert torch.equal(make_batches(images)[3]["degraded"], make_batches(images)[3]["degraded"])  # pure in (seed, step)
+
+
+@pytest.fixture()
+def tiny_config(tmp_path):
+    train, val = tmp_path / "train", tmp_path / "val"
+    train.mkdir(), val.mkdir()
+    for s in range(3):
+        Image.fromarray(natural_image(96, 96, seed=s)).save(train / f"{s}.png")
+    Image.fromarray(natural_image(64, 64, seed=9)).save(val / "v.png")
+    return TrainConfig(
+        name="fbcnn-color-test", network="tiny", gray=False, train_dirs=[str(train)], val_dirs=[str(val)],
+        patch_size=32, batch_size=4, steps=40, lr=1e-3, warmup_steps=0, workers=0, threads=1,
+        checkpoint_every=1000, val_every=20, val_crop=64, val_images=1, seed=3,
+    )
+
+
+def test_a_few_steps_reduce_the_loss(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config, tmp_path / "run", log=lambda _: None)
+    # Start from a random tail (not the identity the trainer sets up), so 40 steps have something to fix.
+    torch.manual_seed(0)
+    trainer.network.m_tail.reset_parameters()
+    probe = make_batches([natural_image(80, 80, seed=5)], single=QualityDistribution([(1.0, 10, 10)]))[0]
+    with torch.no_grad():
+        before, _ = training_loss(trainer.network.eval(), probe, 0.1)
+    trainer.train(validate=False)
+    with torch.no_grad():
+        after, _ = training_loss(trainer.network.eval(), probe, 0.1)
+    assert trainer.step == 40
+    assert float(after) < 0.9 * float(before)
+
+
+def test_resume_continues_exactly(tiny_config, tmp_path):
+    straight = Trainer(tiny_config, tmp_path / "straight", log=lambda _: None)
+    straight.train(max_steps=6, validate=False)
+    first = Trainer(tiny_config, tmp_path / "split", log=lambda _: None)
+    first.train(max_steps=3, validate=False)
+    first.save()
+    second = Trainer(tiny_config, tmp_path / "split", log=lambda _: None)
+    assert second.resume() and second.step == 3
+    second.train(max_steps=3, validate=False)
+    for key, value in straight.network.state_dict().items():
+        assert torch.equal(value, second.network.state_dict()[key]), key
+
+
+def test_export_round_trip_is_bit_exact_and_carries_the_record(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config, tmp_path / "run", log=lambda _: None)
+    trainer.train(max_steps=20)
+    path = export_run(tmp_path / "run", tmp_path / "out" / "m.safetensors")
+    loaded = load_weights(path)
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")["network"]
+    for key, value in checkpoint.items():
+        assert torch.equal(loaded.network.state_dict()[key], value.half().float()), key
+    assert loaded.card["training"]["steps"] == 20
+    assert loaded.card["validation"]["step"] == 20 and "10" in loaded.card["validation"]["val"]
+
+
+def test_shipped_training_configs_parse():
+    for name in ("color-small", "gray-small"):
+        config = load_train_config(REPO / "training" / "configs" / f"{name}.toml")
+        assert config.network == "small" and config.gray == (name == "gray-small")
+        assert config.degradation.double_ratio > 0  # FBCNN-A: single and double JPEG mixed
+
+
+def test_psnr_b_matches_a_hand_computed_case():
+    # 16x16 image: left half 0, right half 8 -> one vertical step of 8 at the block edge between columns 7 and 8.
+    reference = np.zeros((16, 16), np.uint8)
+    test = np.zeros((16, 16), np.uint8)
+    test[:, 8:] = 8
+    # Boundary pairs: columns (7,8) and rows (7,8): 16 + 16 = 32 pairs; only the 16 column pairs differ, by 64.
+    d_boundary = 16 * 64 / 32
+    d_inner = 0.0  # 2 * 16 * 14 inner pairs, none differ
+    bef = math.log2(8) / math.log2(16) * (d_boundary - d_inner)
+    mse = 8**2 * 0.5
+    assert blocking_effect_factor(test) == pytest.approx(bef)
+    assert psnr_b(reference, test) == pytest.approx(10 * math.log10(255**2 / (mse + bef)))
+
+
+def test_eval_reports_the_known_jpeg_pair():
+    clean = natural_image(64, 72, seed=2)
+    [result] = evaluate([("x", clean)], [Condition(20)], restorer=None)
+    assert result.jpeg["psnr"] == pytest.approx(psnr(clean, jpeg_roundtrip(clean, 20)))
+    [double] = evaluate([("x", clean)], [Condition(10, 30, (4, 4))], restorer=None)
+    assert double.jpeg["psnr"] == pytest.approx(psnr(clean[4:, 4:], double_jpeg(clean, 10, 30, (4, 4))))
