@@ -72,11 +72,16 @@ def find_model(name: str) -> ModelEntry:
 
 
 def default_model_entry(gray: bool) -> ModelEntry:
-    """The first available registered model for gray (1 channel) or colour (3 channel) images."""
-    wanted = 1 if gray else 3
-    for entry in registered_models():
-        if entry.available and entry.in_channels == wanted:
-            return entry
+    """The first available registered model for gray (1 channel) or colour (3 channel) images.
+
+    Gray images fall back to a colour model when no gray model is installed;
+    the restorer then replicates the gray channel into RGB.
+    """
+    available = [entry for entry in registered_models() if entry.available]
+    for wanted in (1, 3) if gray else (3,):
+        for entry in available:
+            if entry.in_channels == wanted:
+                return entry
     kind = "gray" if gray else "color"
     raise WeightsError(f"no {kind} model is installed; pass a weights file with --model")
 

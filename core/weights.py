@@ -73,7 +73,8 @@ def save_weights(
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.detach().to("cpu", dtype).contiguous() for key, value in network.state_dict().items()}
     with atomic_target(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": CARD_FORMAT, "config": config.name})
+        # One metadata entry only: safetensors writes a map, and several entries come out in varying order.
+        save_file(tensors, str(tmp), metadata={"format": CARD_FORMAT})
     card: dict[str, Any] = {
         "format": CARD_FORMAT,
         "name": name or path.stem,

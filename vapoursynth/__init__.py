@@ -16,3 +16,7 @@ if __name__ == "vapoursynth":
     _real = importlib.util.module_from_spec(_spec)
     sys.modules["vapoursynth"] = _real
     _spec.loader.exec_module(_real)
+else:
+    from .filter import PROP_PREDICTED, PROP_QF, fbcnn
+
+    __all__ = ["fbcnn", "PROP_QF", "PROP_PREDICTED"]

@@ -1,0 +1,344 @@
+"""FBCNN as a VapourSynth filter: clip in, clip out.
+
+The filter holds no model logic: it turns frames into float arrays, hands
+them to the shared :class:`~fbcnn_plugins.core.restorer.Restorer`, and writes
+the result and the QF it used back as frame properties.  Everything about
+the clip (format, QF argument, YUV handling) is checked when the filter is
+built, so a script fails at load time with a ``vs.Error`` that says what is
+wrong, never halfway through an encode.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+import vapoursynth as vs
+
+from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf, qf_to_scalar
+from fbcnn_plugins.core.restorer import Restorer
+from fbcnn_plugins.core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+QFArgument = Union[None, int, Sequence[int], Callable[[int], int]]
+PROP_QF = "FBCNN_QF"
+PROP_PREDICTED = "FBCNN_QF_Predicted"
+YUV_MODES = ("rgb", "luma")
+_PREDICTION_CACHE_FRAMES = 256
+
+
+def fbcnn(
+    clip: vs.VideoNode,
+    qf: QFArgument = None,
+    model: str | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    num_streams: int = 1,
+    batch_size: int = 1,
+    qf_smoothing: int = 0,
+    yuv_mode: str = "rgb",
+    matrix: int | None = None,
+) -> vs.VideoNode:
+    """Remove JPEG/MPEG-style blocking and ringing from every frame with FBCNN.
+
+    :param clip: RGB or GRAY (8-16 bit integer, 16- or 32-bit float); YUV through ``yuv_mode``.
+    :param qf: ``None`` lets the network estimate each frame's QF; an int 1..100 fixes it for all
+        frames; a sequence gives one QF per frame; a function ``n -> int`` decides per frame.
+        Lower QF means stronger restoration.
+    :param model: registered model name or weights path (default: the bundled colour or gray model).
+    :param device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    :param precision: ``fp32``, ``fp16`` or ``bf16``; half-float clips use fp16 where the device has it.
+    :param tile, overlap: tile size and overlap (multiples of 8) for large frames.
+    :param num_streams: CUDA streams used concurrently on a GPU.
+    :param batch_size: frames restored together in one network call (all with the same QF).
+    :param qf_smoothing: average the predicted QF over +-N frames of the same scene
+        (scene cuts from ``_SceneChangePrev``/``_SceneChangeNext``) so the strength does not flicker.
+    :param yuv_mode: for YUV clips: ``"rgb"`` converts to RGB and back with ``core.resize`` using
+        the clip's matrix and range; ``"luma"`` runs a gray model on Y and keeps the chroma planes.
+    :param matrix: matrix for ``yuv_mode="rgb"`` when the frames carry no ``_Matrix`` property.
+    :return: the restored clip, same format; props ``FBCNN_QF`` and (when predicted) ``FBCNN_QF_Predicted``.
+    """
+    func = "fbcnn"
+    if not isinstance(clip, vs.VideoNode):
+        raise vs.Error(f"{func}: clip must be a video clip, got {type(clip).__name__}")
+    fmt = clip.format
+    if fmt is None or fmt.id == vs.PresetVideoFormat.NONE or clip.width == 0 or clip.height == 0:
+        raise vs.Error(f"{func}: variable-format or variable-size clips are not supported")
+    for name, value in (("num_streams", num_streams), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise vs.Error(f"{func}: {name} must be a positive integer, got {value!r}")
+    if not isinstance(qf_smoothing, int) or qf_smoothing < 0:
+        raise vs.Error(f"{func}: qf_smoothing must be a non-negative integer, got {qf_smoothing!r}")
+    qf_for_frame = _qf_source(qf, clip.num_frames, func)
+    if qf_smoothing and qf_for_frame is not None:
+        raise vs.Error(f"{func}: qf_smoothing smooths the predicted QF; it cannot be combined with a given qf")
+    _check_sample_format(fmt, func)
+
+    if fmt.color_family == vs.YUV:
+        if yuv_mode not in YUV_MODES:
+            raise vs.Error(f"{func}: yuv_mode must be one of {', '.join(YUV_MODES)}, got {yuv_mode!r}")
+        if yuv_mode == "luma":
+            luma = core_of(clip).std.ShufflePlanes(clip, 0, vs.GRAY)
+            restored = fbcnn(luma, qf, model, device, precision, tile, overlap, num_streams, batch_size, qf_smoothing)
+            merged = core_of(clip).std.ShufflePlanes([restored, clip], [0, 1, 2], vs.YUV)
+            return core_of(clip).std.CopyFrameProps(merged, restored, props=[PROP_QF, PROP_PREDICTED])
+        return _through_rgb(clip, matrix, func, qf=qf, model=model, device=device, precision=precision, tile=tile,
+                            overlap=overlap, num_streams=num_streams, batch_size=batch_size, qf_smoothing=qf_smoothing)
+    if fmt.color_family not in (vs.RGB, vs.GRAY):
+        raise vs.Error(f"{func}: unsupported colour family {fmt.color_family.name}; use RGB, GRAY or YUV")
+
+    try:
+        restorer = Restorer(
+            model, device=device, precision=_precision_for(fmt, precision, device),
+            tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+        )
+        gray = fmt.color_family == vs.GRAY
+        loaded = restorer.model_for(gray)
+    except (ValueError, RuntimeError) as error:
+        raise vs.Error(f"{func}: {error}") from None
+    if gray and not loaded.is_gray and loaded.in_channels != 3:
+        raise vs.Error(f"{func}: model {loaded.name!r} cannot restore gray clips")
+    if not gray and loaded.is_gray:
+        raise vs.Error(f"{func}: model {loaded.name!r} is a gray model; the clip is RGB")
+    if restorer.device.type == "cpu":
+        torch.set_num_threads(max(1, core_of(clip).num_threads))
+
+    engine = _FrameEngine(restorer, gray, fmt, clip.num_frames, qf_for_frame, qf_smoothing, batch_size, num_streams)
+    reach = max(qf_smoothing, batch_size - 1)
+    neighbours = [_shifted(clip, offset) for offset in range(-reach, reach + 1) if offset != 0]
+    return core_of(clip).std.ModifyFrame(clip, [clip, *neighbours], engine.selector(reach))
+
+
+def core_of(clip: vs.VideoNode) -> vs.Core:
+    return clip.core if hasattr(clip, "core") else vs.core
+
+
+def _check_sample_format(fmt: vs.VideoFormat, func: str) -> None:
+    if fmt.sample_type == vs.FLOAT and fmt.bits_per_sample not in (16, 32):
+        raise vs.Error(f"{func}: unsupported float format {fmt.name}")
+    if fmt.sample_type == vs.INTEGER and not 8 <= fmt.bits_per_sample <= 16:
+        raise vs.Error(f"{func}: unsupported integer depth {fmt.bits_per_sample} bits in {fmt.name}; use 8..16")
+
+
+def _precision_for(fmt: vs.VideoFormat, precision: str | None, device: str) -> str | None:
+    """Half-float clips run in fp16 when the device has fast fp16 (a GPU); fp32 on the CPU."""
+    if precision is not None or not (fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16):
+        return precision
+    return "fp16" if device != "cpu" and torch.cuda.is_available() else None
+
+
+def _qf_source(qf: QFArgument, num_frames: int, func: str) -> Callable[[int], int] | None:
+    """Validate ``qf`` now and return a function of the frame number (None: predict)."""
+    if qf is None:
+        return None
+
+    def checked(value: object, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not QF_MIN <= int(value) <= QF_MAX:
+            raise vs.Error(f"{func}: qf{where} must be an integer {QF_MIN}..{QF_MAX}, got {value!r}")
+        return int(value)
+
+    if isinstance(qf, (int, np.integer)) and not isinstance(qf, bool):
+        fixed = checked(qf, "")
+        return lambda n: fixed
+    if callable(qf):
+        return lambda n: checked(qf(n), f"({n})")
+    if isinstance(qf, (list, tuple, np.ndarray)):
+        values = [checked(v, f"[{i}]") for i, v in enumerate(qf)]
+        if len(values) != num_frames:
+            raise vs.Error(f"{func}: qf has {len(values)} values for a clip of {num_frames} frames")
+        return lambda n: values[n]
+    raise vs.Error(f"{func}: qf must be None, an int, a sequence of ints or a function of the frame number")
+
+
+def _through_rgb(clip: vs.VideoNode, matrix: int | None, func: str, **kwargs) -> vs.VideoNode:
+    """YUV -> RGBS (clip's matrix and range) -> clamp -> fbcnn -> back to the clip's own format."""
+    core = core_of(clip)
+    props = clip.get_frame(0).props
+    matrix_in = matrix if matrix is not None else props.get("_Matrix")
+    if matrix_in in (None, 2):  # 2 = unspecified
+        raise vs.Error(f"{func}: the YUV clip has no _Matrix property; pass matrix= (e.g. 1 for BT.709)")
+    color_range = "full" if _is_full_range(props) else "limited"
+    try:
+        rgb = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in=int(matrix_in), range_in_s=color_range)
+    except vs.Error as error:
+        raise vs.Error(f"{func}: cannot convert YUV to RGB: {error}") from None
+    rgb = core.std.Expr(rgb, "x 0 max 1 min")  # upsampled chroma can leave [0, 1]; the network must not see that
+    restored = fbcnn(rgb, **kwargs)
+    return core.resize.Bicubic(restored, format=clip.format.id, matrix=int(matrix_in), range_s=color_range)
+
+
+def _is_full_range(props: vs.FrameProps) -> bool:
+    """Full or limited range from ``_Range`` (VapourSynth R74+) or the older ``_ColorRange``; YUV defaults to limited."""
+    if "_Range" in props:
+        return int(props["_Range"]) == int(vs.RANGE_FULL)
+    if "_ColorRange" in props:  # the old property counts the other way round: 0 = full
+        return int(props["_ColorRange"]) == 0
+    return False
+
+
+def _shifted(clip: vs.VideoNode, offset: int) -> vs.VideoNode:
+    """A clip whose frame n is frame n+offset of ``clip``, holding the first/last frame at the ends."""
+    core = core_of(clip)
+    last = clip.num_frames - 1
+    if offset > 0:
+        tail = clip[last] * min(offset, clip.num_frames)
+        return core.std.Splice([clip[offset:], tail]) if offset <= last else tail[: clip.num_frames]
+    head = clip[0] * min(-offset, clip.num_frames)
+    return core.std.Splice([head, clip[: clip.num_frames + offset]]) if -offset <= last else head[: clip.num_frames]
+
+
+class _FrameEngine:
+    """Turns frames into arrays, runs the restorer, and remembers per-frame QF predictions."""
+
+    def __init__(
+        self, restorer: Restorer, gray: bool, fmt: vs.VideoFormat, num_frames: int,
+        qf_for_frame: Callable[[int], int] | None, smoothing: int, batch_size: int, num_streams: int,
+    ) -> None:
+        self.restorer = restorer
+        self.num_frames = num_frames
+        self.gray = gray
+        self.fmt = fmt
+        self.qf_for_frame = qf_for_frame
+        self.smoothing = smoothing
+        self.batch_size = batch_size
+        self.predictions: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self.batch_results: dict[int, tuple[np.ndarray, int, float | None]] = {}
+        self.lock = threading.Lock()
+        use_streams = restorer.device.type == "cuda" and num_streams > 1
+        self.streams = itertools.cycle([torch.cuda.Stream(restorer.device) for _ in range(num_streams)]) if use_streams else None
+        self.scale = None if fmt.sample_type == vs.FLOAT else float((1 << fmt.bits_per_sample) - 1)
+        self.planes_dtype = np.uint8 if fmt.bits_per_sample == 8 and self.scale else (np.uint16 if self.scale else None)
+
+    # -- pixels ------------------------------------------------------------
+    def to_tensor(self, frame: vs.VideoFrame) -> torch.Tensor:
+        planes = np.stack([np.asarray(frame[p]) for p in range(frame.format.num_planes)])
+        array = planes.astype(np.float32)
+        if self.scale:
+            array /= self.scale
+        else:
+            np.clip(array, 0.0, 1.0, out=array)  # keep out-of-range float input away from the network
+        return torch.from_numpy(array)[None]
+
+    def write(self, frame: vs.VideoFrame, restored: np.ndarray) -> vs.VideoFrame:
+        out = frame.copy()
+        for p in range(out.format.num_planes):
+            plane = restored[p]
+            if self.scale:
+                plane = np.clip(np.rint(plane * self.scale), 0, self.scale).astype(self.planes_dtype)
+            else:
+                plane = plane.astype(np.float16 if self.fmt.bits_per_sample == 16 else np.float32)
+            np.copyto(np.asarray(out[p]), plane)
+        return out
+
+    def network_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        model = self.restorer.model_for(self.gray)
+        return tensor.repeat(1, 3, 1, 1) if tensor.shape[1] == 1 and model.in_channels == 3 else tensor
+
+    def network_output(self, tensor: torch.Tensor, channels: int) -> np.ndarray:
+        array = tensor[0].numpy()
+        return array.mean(axis=0, keepdims=True) if array.shape[0] != channels else array
+
+    # -- QF --------------------------------------------------------------------
+    def predicted(self, n: int, frame: vs.VideoFrame) -> float:
+        with self.lock:
+            if n in self.predictions:
+                return self.predictions[n]
+        _, network = self.restorer._network_for(self.gray)
+        value = self.restorer.predict_quality(self.network_input(self.to_tensor(frame)), network)
+        with self.lock:
+            self.predictions[n] = value
+            while len(self.predictions) > _PREDICTION_CACHE_FRAMES:
+                self.predictions.popitem(last=False)
+        return value
+
+    def smoothed(self, n: int, window: dict[int, vs.VideoFrame], num_frames: int) -> float:
+        """Mean predicted QF over the frames of ``window`` that share frame n's scene."""
+        values = [self.predicted(n, window[n])]
+        for step in (-1, 1):
+            k = n
+            while abs(k + step - n) <= self.smoothing and 0 <= k + step < num_frames:
+                here, there = window[k], window[k + step]
+                if step < 0 and (here.props.get("_SceneChangePrev", 0) or there.props.get("_SceneChangeNext", 0)):
+                    break
+                if step > 0 and (here.props.get("_SceneChangeNext", 0) or there.props.get("_SceneChangePrev", 0)):
+                    break
+                k += step
+                values.append(self.predicted(k, window[k]))
+        return float(np.mean(values))
+
+    # -- the per-frame callback ----------------------------------------------------
+    def selector(self, reach: int) -> Callable[[int, list[vs.VideoFrame]], vs.VideoFrame]:
+        offsets = [o for o in range(-reach, reach + 1) if o != 0]
+
+        def select(n: int, f: list[vs.VideoFrame] | vs.VideoFrame) -> vs.VideoFrame:
+            frames = f if isinstance(f, list) else [f]
+            num_frames = self.num_frames
+            window = {n: frames[0]}
+            for offset, frame in zip(offsets, frames[1:]):
+                if 0 <= n + offset < num_frames:
+                    window[n + offset] = frame
+            try:
+                restored, qf, predicted = self.restore_frame(n, window, num_frames)
+            except Exception as error:  # surface as a VapourSynth error on this frame, not a crash
+                raise vs.Error(f"fbcnn: frame {n}: {error}") from None
+            out = self.write(frames[0], restored)
+            out.props[PROP_QF] = qf
+            if predicted is not None:
+                out.props[PROP_PREDICTED] = predicted
+            return out
+
+        return select
+
+    def restore_frame(self, n: int, window: dict[int, vs.VideoFrame], num_frames: int) -> tuple[np.ndarray, int, float | None]:
+        if self.batch_size > 1:
+            with self.lock:
+                if n in self.batch_results:
+                    return self.batch_results.pop(n)
+        batch = [n]
+        if self.batch_size > 1:
+            start = n - n % self.batch_size
+            batch = [k for k in range(start, min(start + self.batch_size, num_frames)) if k in window]
+        results = {}
+        groups: dict[int, list[int]] = collections.defaultdict(list)
+        info = {}
+        for k in batch:
+            if self.qf_for_frame is not None:
+                qf, predicted = self.qf_for_frame(k), None
+            else:
+                predicted = self.smoothed(k, window, num_frames) if self.smoothing else self.predicted(k, window[k])
+                qf = clamp_qf(predicted)
+            info[k] = (qf, predicted)
+            groups[qf].append(k)
+        for qf, members in groups.items():
+            tensors = torch.cat([self.network_input(self.to_tensor(window[k])) for k in members])
+            outputs = self.run_network(tensors, qf)
+            for k, output in zip(members, outputs):
+                results[k] = (self.network_output(output[None], window[k].format.num_planes), *info[k])
+        if len(results) > 1:
+            with self.lock:
+                self.batch_results.update({k: v for k, v in results.items() if k != n})
+        return results[n]
+
+    def run_network(self, tensors: torch.Tensor, qf: int) -> torch.Tensor:
+        """One network call (tiled for a single frame), on the next CUDA stream when several are in use."""
+        if self.streams is None:
+            return self._run(tensors, qf)
+        stream = next(self.streams)
+        with torch.cuda.stream(stream):
+            out = self._run(tensors, qf)
+        stream.synchronize()
+        return out
+
+    def _run(self, tensors: torch.Tensor, qf: int) -> torch.Tensor:
+        restorer = self.restorer
+        if tensors.shape[0] == 1:
+            return restorer.restore_tensor(tensors, qf, gray=self.gray)[0]
+        _, network = restorer._network_for(self.gray)
+        control = torch.full((tensors.shape[0], 1), qf_to_scalar(qf), device=restorer.device, dtype=restorer.dtype)
+        with torch.inference_mode():
+            return network(restorer._to_device(tensors), control)[0].float().cpu()
