@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fbcnn_plugins.core.configs import create_network
-from fbcnn_plugins.core.weights import save_weights, load_weights, LoadedModel
-from fbcnn_plugins.core.configs import get_config
+from fbcnn_plugins.core.configs import create_network, get_config
+from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -47,21 +46,22 @@ def pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer))
 
 
+def saved_random_model(folder: Path, channels: int, seed: int) -> LoadedModel:
+    """A randomly initialised 'tiny' network written and read back through our weights format."""
+    torch.manual_seed(seed)
+    path = folder / f"tiny-{channels}ch.safetensors"
+    save_weights(create_network("tiny", channels), path, get_config("tiny"), dtype=torch.float32)
+    return load_weights(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_color_model(tmp_path_factory) -> LoadedModel:
-    """A randomly initialised 'tiny' colour network written and read back through our weights format."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny-color.safetensors"
-    save_weights(create_network("tiny", 3), path, get_config("tiny"), dtype=torch.float32)
-    return load_weights(path)
+    return saved_random_model(tmp_path_factory.mktemp("weights"), 3, seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_gray_model(tmp_path_factory) -> LoadedModel:
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("weights") / "tiny-gray.safetensors"
-    save_weights(create_network("tiny", 1), path, get_config("tiny"), dtype=torch.float32)
-    return load_weights(path)
+    return saved_random_model(tmp_path_factory.mktemp("weights"), 1, seed=1)
 
 
 @pytest.fixture(scope="session")
