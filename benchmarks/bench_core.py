@@ -118,7 +118,7 @@ def main() -> None:
     print(f"{'config':<7} {'prec':<5} {'size':<10} {'MP/s':>8} {'s/image':>8} {'peak RSS MiB':>13} {'tiles':>7}")
     for r in rows:
         note = "" if r["completed"] else "  (stopped early, see --help)"
-        print(f"{r['config']:<7} {r['precision']:<5} {r['size']:<10} {r['mp_per_s']:>8.3f} {r['seconds']:>8.2f} "
+        print(f"{r['config']:<7} {r['precision']:<5} {r['size']:<10} {r['mp_per_s']:>8.3g} {r['seconds']:>8.2f} "
               f"{r['peak_rss_mib']:>13.0f} {r['tiles']:>7}{note}")
     print(f"threads: {rows[0]['threads']}")
 

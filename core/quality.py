@@ -11,22 +11,26 @@ from typing import Any
 
 QF_MIN, QF_MAX = 1, 100
 
-#: Values accepted for ``qf`` besides an integer.
-QF_MODES = ("auto", "predicted")
+#: Values accepted for ``qf`` besides an integer.  "auto" is the network's prediction;
+#: "dominant" is the FBCNN-D pixel estimator; "header" (files only) the JPEG tables' quality.
+QF_MODES = ("auto", "predicted", "dominant", "header")
 
 
 @dataclass
 class QFEstimate:
     """The QF used for a restoration.
 
-    ``value`` drives the network; ``source`` is ``"given"`` or
-    ``"predicted"``; ``predicted`` is the network's own estimate whenever it
-    was computed (a float, before rounding).
+    ``value`` drives the network; ``source`` is ``"given"``, ``"predicted"``,
+    ``"dominant"`` or ``"header"``; ``predicted`` is the network's own
+    estimate whenever it was computed (a float, before rounding); ``shift``
+    and ``double_compressed`` come with the dominant estimate.
     """
 
     value: int
     source: str
     predicted: float | None = None
+    shift: tuple[int, int] | None = None
+    double_compressed: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,7 @@ import torch
 from .catalog import load_model
 from .device import resolve_device, resolve_precision
 from .pixels import merge_image, split_image
+from .qf_estimation import dominant_quality
 from .quality import QFEstimate, clamp_qf, parse_qf, qf_to_scalar, scalar_to_qf
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, quality_tiles, run_tiled
 from .weights import LoadedModel
@@ -95,6 +96,15 @@ class Restorer:
         mean = (feature_sum / count).to(self.dtype)
         return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
 
+    def predict_qf(self, image: np.ndarray) -> float:
+        """The network's QF estimate for a numpy image in any supported layout and dtype."""
+        split = split_image(image)
+        loaded, network = self._network_for(split.is_gray)
+        color = split.color
+        if split.is_gray and not loaded.is_gray:
+            color = np.repeat(color, 3, axis=2)
+        return self.predict_quality(torch.from_numpy(color).permute(2, 0, 1)[None], network)
+
     # -- restoration -------------------------------------------------------------
     def restore(
         self,
@@ -106,6 +116,12 @@ class Restorer:
         """Restore ``image``; ``qf`` is None/"auto"/"predicted" (network's estimate) or an int 1..100."""
         wanted = parse_qf(qf)
         split = split_image(image)
+        estimate = None
+        if wanted == "dominant":
+            estimate = dominant_estimate(split.color)
+            wanted = estimate.value
+        elif wanted == "header":
+            raise ValueError("qf='header' needs a JPEG file; read it with header_quality() and pass the number")
         loaded, _ = self._network_for(split.is_gray)
         color = split.color
         replicate = split.is_gray and not loaded.is_gray
@@ -113,7 +129,8 @@ class Restorer:
             color = np.repeat(color, 3, axis=2)
         # A channels-first view, not a copy: tiles are copied one at a time on their way to the device.
         tensor = torch.from_numpy(color).permute(2, 0, 1)[None]
-        restored, estimate = self.restore_tensor(tensor, wanted, gray=split.is_gray, progress=progress)
+        restored, used = self.restore_tensor(tensor, wanted, gray=split.is_gray, progress=progress)
+        estimate = estimate or used
         out = restored[0].numpy().transpose(1, 2, 0)
         if replicate:
             out = out.mean(axis=2, keepdims=True)
@@ -129,6 +146,8 @@ class Restorer:
     ) -> tuple[torch.Tensor, QFEstimate]:
         """Restore a float CPU tensor (1,C,H,W) whose C matches the model; returns a float32 CPU tensor."""
         wanted = parse_qf(qf)
+        if wanted in ("dominant", "header"):
+            raise ValueError(f"qf={wanted!r} is estimated from pixels or files; use restore() or pass a number")
         gray = image.shape[1] == 1 if gray is None else gray
         loaded, network = self._network_for(gray)
         if image.shape[1] != loaded.in_channels:
@@ -152,3 +171,12 @@ class Restorer:
         if self.device.type == "cuda":
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
+
+
+def dominant_estimate(color: np.ndarray) -> QFEstimate:
+    """FBCNN-D on float [0, 1] channels (as split from any input dtype), rounded to 8 bits like a JPEG decoder."""
+    eight_bit = np.clip(np.rint(color * 255.0), 0, 255).astype(np.uint8)
+    found = dominant_quality(eight_bit)
+    if found.quality is None:
+        raise ValueError("no JPEG compression signature found in the pixels; use qf='auto' or a number")
+    return QFEstimate(found.quality, "dominant", shift=found.shift, double_compressed=found.double_compressed)

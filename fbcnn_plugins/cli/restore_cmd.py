@@ -31,8 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", type=Path, metavar="OUT",
                         help="output file (one input) or folder (default: next to each input)")
-    parser.add_argument("--qf", default="auto", metavar="auto|N",
-                        help="quality factor driving the restoration: auto (the network's estimate) or 1..100")
+    parser.add_argument("--qf", default="auto", metavar="auto|predicted|dominant|header|N",
+                        help="quality factor driving the restoration: auto/predicted (the network's estimate), "
+                        "dominant (FBCNN-D, for double-compressed images), header (the JPEG file's tables) or 1..100")
     parser.add_argument("--model", metavar="NAME|PATH", help="registered model name or weights file (default: by image type)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="compute precision (default: fp32)")
@@ -177,7 +178,16 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace) -> dict[str, 
     output_format(job.target)  # reject an unwritable extension before spending time on the image
     image = read_image(job.source)
     progress = _tile_progress(image.pixels.shape)
-    result = restorer.restore(image.pixels, qf, progress=progress)
+    if qf == "header":
+        from fbcnn_plugins.core.qf_estimation import header_quality
+
+        header = header_quality(job.source)
+        if header is None:
+            raise ImageFileError(f"{job.source}: --qf header needs a JPEG file (this one has no JPEG tables)")
+        result = restorer.restore(image.pixels, header.quality, progress=progress)
+        result.qf.source = "header"
+    else:
+        result = restorer.restore(image.pixels, qf, progress=progress)
     job.target.parent.mkdir(parents=True, exist_ok=True)
     write_image(job.target, result.image, icc_profile=image.icc_profile, exif=image.exif)
     return {"qf": result.qf.value, "qf_source": result.qf.source, "qf_predicted": result.qf.predicted,

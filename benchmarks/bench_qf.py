@@ -1,0 +1,79 @@
+"""Accuracy and speed of the QF estimators on ../shared/data/val (a benchmark, not a test).
+
+Accuracy: for each condition, the share of images whose estimate is within
+the tolerance of the QF to undo (single: +-2 of the QF; double: +-5 of QF1,
+or of min(QF1, QF2) for aligned or QF1 > QF2 cases).  Speed: the fast
+FBCNN-D estimator on a 512x512 image against the brute-force loop of real
+re-encodings (64 shifts x 100 QFs) on the same image, in the same run.
+
+    python benchmarks/bench_qf.py                 # everything
+    python benchmarks/bench_qf.py --limit 10      # first 10 images
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fbcnn_plugins.core.jpeg import double_jpeg, jpeg_roundtrip
+from fbcnn_plugins.core.qf_estimation import brute_force_curve, dominant_quality, select_dominant
+from fbcnn_plugins.training.data import list_images, load_training_image
+
+VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
+
+
+def conditions(rng: np.random.Generator) -> list[tuple[str, callable, int, int]]:
+    """(label, degrade(plane) -> plane, target QF, tolerance)."""
+    cases = [(f"single {q}", lambda p, q=q: jpeg_roundtrip(p, q), q, 2) for q in (10, 20, 30, 40, 50, 60, 70, 80, 90)]
+    for q1, q2 in ((10, 30), (10, 50), (30, 50), (20, 90)):
+        cases.append((f"double ({q1},{q2}) shift (4,4)", lambda p, a=q1, b=q2: double_jpeg(p, a, b, (4, 4)), q1, 5))
+        shift = tuple(int(v) for v in rng.integers(1, 8, size=2))
+        cases.append((f"double ({q1},{q2}) shift {shift}", lambda p, a=q1, b=q2, s=shift: double_jpeg(p, a, b, s), q1, 5))
+    for q1, q2, shift in ((30, 10, (0, 0)), (50, 20, (0, 0)), (10, 30, (0, 0)), (50, 20, (4, 4)), (70, 30, (2, 5))):
+        label = f"{'aligned' if shift == (0, 0) else 'QF1>QF2'} ({q1},{q2}) shift {shift}"
+        cases.append((label, lambda p, a=q1, b=q2, s=shift: double_jpeg(p, a, b, s), min(q1, q2), 5))
+    return cases
+
+
+def speed(plane: np.ndarray) -> tuple[float, float]:
+    crop = np.ascontiguousarray(plane[:512, :512])
+    degraded = jpeg_roundtrip(crop, 30)
+    started = time.perf_counter()
+    dominant_quality(degraded)
+    fast = time.perf_counter() - started
+    started = time.perf_counter()
+    select_dominant({(i, j): brute_force_curve(degraded, (i, j), jpeg_roundtrip) for i in range(8) for j in range(8)})
+    brute = time.perf_counter() - started
+    return fast, brute
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=VAL)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args()
+    files = list_images([args.images])[: args.limit]
+    planes = [load_training_image(f, gray=True) for f in files]
+    rng = np.random.default_rng(0)
+    print(f"{len(planes)} images from {args.images} (Y channel)")
+    print(f"{'condition':<34} {'within tol':>10} {'mean |err|':>10}")
+    for label, degrade, target, tolerance in conditions(rng):
+        errors = []
+        for plane in planes:
+            found = dominant_quality(degrade(plane)).quality
+            errors.append(abs((found if found is not None else 0) - target))
+        hits = np.mean(np.array(errors) <= tolerance) * 100
+        print(f"{label:<34} {hits:>9.0f}% {np.mean(errors):>10.1f}   (tolerance +-{tolerance})", flush=True)
+    if not args.no_speed:
+        largest = max(planes, key=lambda p: p.shape[0] * p.shape[1])
+        fast, brute = speed(largest)
+        size = f"{min(512, largest.shape[1])}x{min(512, largest.shape[0])}"
+        print(f"speed on {size}: fast {fast:.2f} s, brute force {brute:.1f} s, {brute / fast:.0f}x faster")
+
+
+if __name__ == "__main__":
+    main()
