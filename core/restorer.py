@@ -67,9 +67,10 @@ class Restorer:
 
     # -- models --------------------------------------------------------------
     def model_for(self, gray: bool) -> LoadedModel:
-        return self._network_for(gray)[0]
+        return self.prepared_network(gray)[0]
 
-    def _network_for(self, gray: bool) -> tuple[LoadedModel, torch.nn.Module]:
+    def prepared_network(self, gray: bool) -> tuple[LoadedModel, torch.nn.Module]:
+        """The model for gray or colour images and its copy on this restorer's device and precision."""
         if gray not in self._ready:
             choice = self._model_choice
             loaded = choice if isinstance(choice, LoadedModel) else load_model(choice, gray=gray)
@@ -88,7 +89,7 @@ class Restorer:
         _, _, height, width = image.shape
         feature_sum, count = None, 0
         for t in quality_tiles(height, width, self.tile, MAX_QF_TILES):
-            part = self._to_device(image[:, :, t.top : t.bottom, t.left : t.right])
+            part = self.to_device(image[:, :, t.top : t.bottom, t.left : t.right])
             tile_sum, tile_count = network.quality_feature_sum(part)
             feature_sum = tile_sum.float() if feature_sum is None else feature_sum + tile_sum.float()
             count += tile_count
@@ -99,7 +100,7 @@ class Restorer:
     def predict_qf(self, image: np.ndarray) -> float:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
         split = split_image(image)
-        loaded, network = self._network_for(split.is_gray)
+        loaded, network = self.prepared_network(split.is_gray)
         color = split.color
         if split.is_gray and not loaded.is_gray:
             color = np.repeat(color, 3, axis=2)
@@ -122,7 +123,7 @@ class Restorer:
             wanted = estimate.value
         elif wanted == "header":
             raise ValueError("qf='header' needs a JPEG file; read it with header_quality() and pass the number")
-        loaded, _ = self._network_for(split.is_gray)
+        loaded, _ = self.prepared_network(split.is_gray)
         color = split.color
         replicate = split.is_gray and not loaded.is_gray
         if replicate:
@@ -149,7 +150,7 @@ class Restorer:
         if wanted in ("dominant", "header"):
             raise ValueError(f"qf={wanted!r} is estimated from pixels or files; use restore() or pass a number")
         gray = image.shape[1] == 1 if gray is None else gray
-        loaded, network = self._network_for(gray)
+        loaded, network = self.prepared_network(gray)
         if image.shape[1] != loaded.in_channels:
             raise ValueError(f"model {loaded.name!r} takes {loaded.in_channels} channels, the image has {image.shape[1]}")
         if isinstance(wanted, int):
@@ -161,12 +162,13 @@ class Restorer:
 
         @torch.inference_mode()
         def process(tile: torch.Tensor) -> torch.Tensor:
-            return network(self._to_device(tile), control)[0]
+            return network(self.to_device(tile), control)[0]
 
         restored = run_tiled(process, image, tile=self.tile, overlap=self.overlap, progress=progress)
         return restored, estimate
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the device, in the compute precision and (on CUDA) channels-last layout."""
         tensor = tensor.to(self.device, self.dtype, non_blocking=True)
         if self.device.type == "cuda":
             tensor = tensor.contiguous(memory_format=torch.channels_last)

@@ -163,3 +163,18 @@ def test_console_script_version_models_and_help():
     for command in ("restore", "models", "train", "export"):
         helped = subprocess.run([*FBCNN, command, "--help"], capture_output=True, text=True)
         assert helped.returncode == 0 and "usage: fbcnn" in helped.stdout
+
+
+def test_two_inputs_with_the_same_output_name_do_not_overwrite_each_other(tmp_path, capsys):
+    Image.fromarray(natural_image(32, 32, seed=1)).save(tmp_path / "a.jpg", quality=20)
+    Image.fromarray(natural_image(32, 32, seed=2)).save(tmp_path / "a.png")
+    code, _, err = run_cli("restore", tmp_path / "a.jpg", tmp_path / "a.png", "--overwrite", capsys=capsys)
+    assert code == 1 and "same output as" in err
+    assert (tmp_path / "a_fbcnn.png").exists()
+
+
+def test_no_inputs_at_all_is_a_usage_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli("restore", empty, capsys=capsys)
+    assert code == 2 and "no input files" in err

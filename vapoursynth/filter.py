@@ -248,7 +248,7 @@ class _FrameEngine:
         with self.lock:
             if n in self.predictions:
                 return self.predictions[n]
-        _, network = self.restorer._network_for(self.gray)
+        _, network = self.restorer.prepared_network(self.gray)
         value = self.restorer.predict_quality(self.network_input(self.to_tensor(frame)), network)
         with self.lock:
             self.predictions[n] = value
@@ -338,7 +338,7 @@ class _FrameEngine:
         restorer = self.restorer
         if tensors.shape[0] == 1:
             return restorer.restore_tensor(tensors, qf, gray=self.gray)[0]
-        _, network = restorer._network_for(self.gray)
+        _, network = restorer.prepared_network(self.gray)
         control = torch.full((tensors.shape[0], 1), qf_to_scalar(qf), device=restorer.device, dtype=restorer.dtype)
         with torch.inference_mode():
-            return network(restorer._to_device(tensors), control)[0].float().cpu()
+            return network(restorer.to_device(tensors), control)[0].float().cpu()

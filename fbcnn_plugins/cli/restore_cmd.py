@@ -124,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"fbcnn restore: {error}", file=sys.stderr)
             return 2
         results.extend(_run_jobs(jobs, restorer, qf, args))
+    if not results:
+        print("fbcnn restore: no input files", file=sys.stderr)
+        return 2
     failed = sum(1 for r in results if "error" in r)
     done = len(results) - failed
     if args.json:
@@ -131,9 +134,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         seconds = sum(r.get("seconds", 0.0) for r in results)
         print(f"restored {done} of {len(results)} file(s) in {seconds:.1f} s" + (f", {failed} failed" if failed else ""))
-    if not results:
-        print("fbcnn restore: no input files", file=sys.stderr)
-        return 2
     return 1 if failed else 0
 
 
@@ -151,11 +151,16 @@ def _run_jobs(jobs: list[Job], restorer, qf, args: argparse.Namespace) -> list[d
     from tqdm import tqdm
 
     results = []
+    claimed: dict[Path, Path] = {}  # output -> the input that produces it in this run
     bar = tqdm(jobs, unit="file", disable=len(jobs) < 2 or None, file=sys.stderr, leave=False)
     for job in bar:
         started = time.perf_counter()
         record: dict[str, Any] = {"input": str(job.source), "output": str(job.target)}
         try:
+            target = job.target.resolve()
+            if target in claimed:
+                raise ImageFileError(f"{job.source}: same output as {claimed[target]} ({job.target}); use -o FOLDER or rename")
+            claimed[target] = job.source
             record.update(_restore_one(job, restorer, qf, args))
             record["seconds"] = round(time.perf_counter() - started, 3)
             if not args.json:
