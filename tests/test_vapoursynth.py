@@ -73,6 +73,17 @@ def test_grays_output_equals_the_core(jpeg_frames, gray_path):
     assert np.abs(frame_array(out, 1)[:, :, 0] - expected).max() < 1e-5
 
 
+@pytest.mark.parametrize("fmt, channels", [(vs.RGBH, 3), (vs.GRAYH, 1)])
+def test_half_float_clips_round_trip_through_the_core(jpeg_frames, color_path, gray_path, fmt, channels):
+    arrays = [(a if channels == 3 else a[:, :, 1]).astype(np.float16) / 255 for a in jpeg_frames]
+    model = color_path if channels == 3 else gray_path
+    out = fbcnn(clip_from_arrays(arrays, fmt), qf=20, model=model, device="cpu")
+    got = frame_array(out, 0)
+    expected = Restorer(model, device="cpu").restore(arrays[0].astype(np.float32), qf=20).image
+    assert got.dtype == np.float16
+    assert np.abs(got.astype(np.float32).reshape(expected.shape) - expected).max() < 2e-3
+
+
 def test_yuv_luma_mode_restores_y_with_the_gray_model_and_keeps_chroma(jpeg_frames, gray_path):
     rgb = clip_from_arrays(jpeg_frames, vs.RGB24)
     yuv = core.resize.Bicubic(rgb, format=vs.YUV420P8, matrix_s="709")
@@ -109,6 +120,10 @@ def test_props_kept_and_qf_forms(jpeg_frames, color_path):
     assert [per_frame.get_frame(n).props["FBCNN_QF"] for n in range(3)] == [10, 20, 30]
     function = fbcnn(clip, qf=lambda n: 15 + n, model=color_path, device="cpu")
     assert function.get_frame(2).props["FBCNN_QF"] == 17
+    analysis = core.std.SetFrameProps(core.std.BlankClip(clip), FBCNN_QF=33)
+    from_clip = fbcnn(clip, qf=analysis, model=color_path, device="cpu")
+    assert from_clip.get_frame(1).props["FBCNN_QF"] == 33
+    assert np.array_equal(frame_array(from_clip, 1), frame_array(fbcnn(clip, qf=33, model=color_path), 1))
     assert not np.array_equal(frame_array(per_frame, 0), frame_array(fbcnn(clip, qf=90, model=color_path), 0))
 
 
@@ -146,6 +161,8 @@ def _bad_calls(color_path):
         (lambda: fbcnn(gray32), "unsupported integer depth"),
         (lambda: fbcnn(rgb, qf=0), "qf must be an integer 1..100"),
         (lambda: fbcnn(rgb, qf="high"), "qf must be None"),
+        (lambda: fbcnn(rgb, qf=rgb[0]), "qf clip has 1 frames"),
+        (lambda: fbcnn(rgb, qf=rgb).get_frame(0), "no FBCNN_QF property"),
         (lambda: fbcnn(rgb, qf=[10]), "1 values for a clip of 2 frames"),
         (lambda: fbcnn(rgb, qf=30, qf_smoothing=2), "cannot be combined"),
         (lambda: fbcnn(rgb, num_streams=0), "num_streams"),

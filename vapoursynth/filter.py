@@ -23,7 +23,8 @@ from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf, qf_to_scalar
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
-QFArgument = Union[None, int, Sequence[int], Callable[[int], int]]
+QFArgument = Union[None, int, Sequence[int], Callable[[int], int], vs.VideoNode]
+QFSource = Callable[[int, vs.VideoFrame], int]
 PROP_QF = "FBCNN_QF"
 PROP_PREDICTED = "FBCNN_QF_Predicted"
 YUV_MODES = ("rgb", "luma")
@@ -48,7 +49,8 @@ def fbcnn(
 
     :param clip: RGB or GRAY (8-16 bit integer, 16- or 32-bit float); YUV through ``yuv_mode``.
     :param qf: ``None`` lets the network estimate each frame's QF; an int 1..100 fixes it for all
-        frames; a sequence gives one QF per frame; a function ``n -> int`` decides per frame.
+        frames; a sequence gives one QF per frame; a function ``n -> int`` decides per frame; a clip
+        supplies it per frame in its ``FBCNN_QF`` frame property (e.g. from an analysis pass).
         Lower QF means stronger restoration.
     :param model: registered model name or weights path (default: the bundled colour or gray model).
     :param device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -74,6 +76,10 @@ def fbcnn(
             raise vs.Error(f"{func}: {name} must be a positive integer, got {value!r}")
     if not isinstance(qf_smoothing, int) or qf_smoothing < 0:
         raise vs.Error(f"{func}: qf_smoothing must be a non-negative integer, got {qf_smoothing!r}")
+    if isinstance(qf, vs.VideoNode):
+        if qf.num_frames != clip.num_frames:
+            raise vs.Error(f"{func}: the qf clip has {qf.num_frames} frames, the clip {clip.num_frames}")
+        clip = core_of(clip).std.CopyFrameProps(clip, qf, props=[PROP_QF])
     qf_for_frame = _qf_source(qf, clip.num_frames, func)
     if qf_smoothing and qf_for_frame is not None:
         raise vs.Error(f"{func}: qf_smoothing smooths the predicted QF; it cannot be combined with a given qf")
@@ -132,8 +138,8 @@ def _precision_for(fmt: vs.VideoFormat, precision: str | None, device: str) -> s
     return "fp16" if device != "cpu" and torch.cuda.is_available() else None
 
 
-def _qf_source(qf: QFArgument, num_frames: int, func: str) -> Callable[[int], int] | None:
-    """Validate ``qf`` now and return a function of the frame number (None: predict)."""
+def _qf_source(qf: QFArgument, num_frames: int, func: str) -> QFSource | None:
+    """Validate ``qf`` now and return a function of (frame number, frame); None means predict."""
     if qf is None:
         return None
 
@@ -142,17 +148,24 @@ def _qf_source(qf: QFArgument, num_frames: int, func: str) -> Callable[[int], in
             raise vs.Error(f"{func}: qf{where} must be an integer {QF_MIN}..{QF_MAX}, got {value!r}")
         return int(value)
 
+    if isinstance(qf, vs.VideoNode):
+        def from_props(n: int, frame: vs.VideoFrame) -> int:
+            if PROP_QF not in frame.props:
+                raise vs.Error(f"{func}: frame {n} of the qf clip has no {PROP_QF} property")
+            return checked(frame.props[PROP_QF], f" clip frame {n}")
+
+        return from_props
     if isinstance(qf, (int, np.integer)) and not isinstance(qf, bool):
         fixed = checked(qf, "")
-        return lambda n: fixed
+        return lambda n, frame: fixed
     if callable(qf):
-        return lambda n: checked(qf(n), f"({n})")
+        return lambda n, frame: checked(qf(n), f"({n})")
     if isinstance(qf, (list, tuple, np.ndarray)):
         values = [checked(v, f"[{i}]") for i, v in enumerate(qf)]
         if len(values) != num_frames:
             raise vs.Error(f"{func}: qf has {len(values)} values for a clip of {num_frames} frames")
-        return lambda n: values[n]
-    raise vs.Error(f"{func}: qf must be None, an int, a sequence of ints or a function of the frame number")
+        return lambda n, frame: values[n]
+    raise vs.Error(f"{func}: qf must be None, an int, a sequence of ints, a function of the frame number or a clip")
 
 
 def _through_rgb(clip: vs.VideoNode, matrix: int | None, func: str, **kwargs) -> vs.VideoNode:
@@ -197,7 +210,7 @@ class _FrameEngine:
 
     def __init__(
         self, restorer: Restorer, gray: bool, fmt: vs.VideoFormat, num_frames: int,
-        qf_for_frame: Callable[[int], int] | None, smoothing: int, batch_size: int, num_streams: int,
+        qf_for_frame: QFSource | None, smoothing: int, batch_size: int, num_streams: int,
     ) -> None:
         self.restorer = restorer
         self.num_frames = num_frames
@@ -308,7 +321,7 @@ class _FrameEngine:
         info = {}
         for k in batch:
             if self.qf_for_frame is not None:
-                qf, predicted = self.qf_for_frame(k), None
+                qf, predicted = self.qf_for_frame(k, window[k]), None
             else:
                 predicted = self.smoothed(k, window, num_frames) if self.smoothing else self.predicted(k, window[k])
                 qf = clamp_qf(predicted)
