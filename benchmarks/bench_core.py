@@ -4,7 +4,7 @@ Each measurement runs in a fresh child process, so its peak RSS is its own.
 Speed is megapixels per second through ``Restorer.restore`` (tiling and
 conversions included) on a photo-sized input, after one warm-up call.
 
-    python benchmarks/bench_core.py                      # all configs; fp32 at 512x512, bf16 at 128x128
+    python benchmarks/bench_core.py                      # all configs, fp32 and bf16, 512x512
     python benchmarks/bench_core.py --configs small tiny --size 1024 768
     python benchmarks/bench_core.py --memory-24mp        # peak RSS on a 6000x4000 photo
 
@@ -92,8 +92,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["paper", "base", "small", "tiny"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("W", "H"))
-    parser.add_argument("--bf16-size", nargs=2, type=int, default=[128, 128], metavar=("W", "H"),
-                        help="image size for bf16 runs (CPUs without native bf16 run it far slower)")
+    parser.add_argument("--bf16-size", nargs=2, type=int, default=None, metavar=("W", "H"),
+                        help="image size for bf16 runs (default: --size)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--memory-24mp", action="store_true", help="peak RSS on a 6000x4000 photo at fp32")
@@ -109,7 +109,7 @@ def main() -> None:
     else:
         for config in args.configs:
             for precision in args.precisions:
-                width, height = args.bf16_size if precision == "bf16" else args.size
+                width, height = args.bf16_size if precision == "bf16" and args.bf16_size else args.size
                 repeats = 1 if config == "paper" else args.repeats
                 rows.append(run_child([config, precision, str(width), str(height), str(repeats), "0", str(args.threads)]))
     if args.json:
