@@ -81,6 +81,12 @@ def header_quality(path: str | os.PathLike[str]) -> HeaderQF | None:
         progressive = bool(image.info.get("progressive") or image.info.get("progression"))
     if 0 not in tables:
         return None
+    return quality_from_tables(tables, progressive)
+
+
+def quality_from_tables(tables: dict[int, np.ndarray], progressive: bool = False) -> HeaderQF:
+    """The IJG quality closest to quantisation tables (0: luma, 1: chroma), natural order."""
+    tables = {k: np.asarray(v, dtype=np.float64).reshape(64) for k, v in tables.items()}
     luma, chroma = _all_tables()
     error = np.abs(luma - tables[0][None, :]).sum(axis=1)
     entries = 64

@@ -1,0 +1,48 @@
+"""``fbcnn install-gimp`` and ``fbcnn uninstall-gimp``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    for name, run, text in (
+        ("install-gimp", run_install, "install the GIMP 3 plug-in (Filters > Enhance > JPEG Artifacts Removal)"),
+        ("uninstall-gimp", run_uninstall, "remove the GIMP 3 plug-in"),
+    ):
+        parser = commands.add_parser(name, help=text, description=text)
+        parser.add_argument(
+            "--gimp-dir", metavar="DIR",
+            help="GIMP profile folder (e.g. ~/.config/GIMP/3.0); default: every GIMP 3 profile found",
+        )
+        parser.set_defaults(run=run)
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from fbcnn_plugins.gimp.install import InstallError, install_into, target_profiles
+
+    try:
+        for profile in target_profiles(args.gimp_dir):
+            done = install_into(profile)
+            print(f"installed {done.folder} (worker: {sys.executable})")
+    except InstallError as error:
+        print(f"fbcnn install-gimp: {error}", file=sys.stderr)
+        return 1
+    print("restart GIMP; the filter is under Filters > Enhance > JPEG Artifacts Removal (FBCNN)")
+    return 0
+
+
+def run_uninstall(args: argparse.Namespace) -> int:
+    from fbcnn_plugins.gimp.install import InstallError, target_profiles, uninstall_from
+
+    try:
+        removed = [folder for profile in target_profiles(args.gimp_dir) if (folder := uninstall_from(profile))]
+    except InstallError as error:
+        print(f"fbcnn uninstall-gimp: {error}", file=sys.stderr)
+        return 1
+    for folder in removed:
+        print(f"removed {folder}")
+    if not removed:
+        print("the plug-in was not installed")
+    return 0

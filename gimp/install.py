@@ -1,0 +1,122 @@
+"""Putting the plug-in where GIMP 3 looks for it, and taking it away again.
+
+GIMP 3 loads ``<profile>/plug-ins/NAME/NAME.py`` (folder named like the
+file, executable).  Beside it we place the pipe protocol module and a JSON
+file naming this environment's interpreter, which the plug-in uses to start
+its worker, since GIMP's own Python cannot import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PLUGIN_NAME = "fbcnn-jpeg-artifacts"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROFILE_PATTERN = re.compile(r"^3\.\d+$")
+
+
+class InstallError(RuntimeError):
+    pass
+
+
+def config_bases(platform: str = sys.platform, env: dict[str, str] | None = None, home: Path | None = None) -> list[Path]:
+    """Folders that hold GIMP's per-version profile folders (``GIMP/3.0``...) on this platform.
+
+    Native installs first, then the Flatpak and Snap sandboxes on Linux.
+    """
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("HOME") or Path.home()) if home is None else home
+    if platform.startswith("win"):
+        appdata = env.get("APPDATA")
+        return [Path(appdata) / "GIMP"] if appdata else [home / "AppData" / "Roaming" / "GIMP"]
+    if platform == "darwin":
+        return [home / "Library" / "Application Support" / "GIMP"]
+    xdg = env.get("XDG_CONFIG_HOME") or str(home / ".config")
+    return [
+        Path(xdg) / "GIMP",
+        home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP",
+        home / "snap" / "gimp" / "current" / ".config" / "GIMP",
+    ]
+
+
+def find_profiles(bases: list[Path]) -> list[Path]:
+    """Existing GIMP 3.x profile folders under ``bases``, newest version first."""
+    found = []
+    for base in bases:
+        if base.is_dir():
+            found += [p for p in base.iterdir() if p.is_dir() and PROFILE_PATTERN.match(p.name)]
+    return sorted(found, key=lambda p: (int(p.name.split(".")[1]), str(p)), reverse=True)
+
+
+@dataclass
+class Installed:
+    profile: Path
+    folder: Path
+
+
+def worker_settings(python: str) -> dict:
+    from fbcnn_plugins import __version__
+    from fbcnn_plugins.core.catalog import registered_models
+
+    return {
+        "python": python,
+        "version": __version__,
+        "models": [entry.name for entry in registered_models() if entry.available],
+    }
+
+
+def install_into(profile: Path, python: str = sys.executable) -> Installed:
+    """Install (or update) the plug-in into one GIMP profile folder; the files appear atomically."""
+    plug_ins = profile / "plug-ins"
+    folder = plug_ins / PLUGIN_NAME
+    staging = plug_ins / f".{PLUGIN_NAME}.tmp-{os.getpid()}"
+    try:
+        plug_ins.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        script = staging / f"{PLUGIN_NAME}.py"
+        shutil.copyfile(PACKAGE_DIR / "gimp_plugin.py", script)
+        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        shutil.copyfile(PACKAGE_DIR / "protocol.py", staging / "fbcnn_protocol.py")
+        settings = json.dumps(worker_settings(python), indent=2)
+        (staging / "fbcnn-worker.json").write_text(settings + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InstallError(f"cannot install the plug-in into {plug_ins}: {error}") from error
+    return Installed(profile, folder)
+
+
+def uninstall_from(profile: Path) -> Path | None:
+    folder = profile / "plug-ins" / PLUGIN_NAME
+    if not folder.exists():
+        return None
+    try:
+        shutil.rmtree(folder)
+    except OSError as error:
+        raise InstallError(f"cannot remove {folder}: {error}") from error
+    return folder
+
+
+def target_profiles(gimp_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """The profile given on the command line, or every GIMP 3 profile found on this machine."""
+    if gimp_dir is not None:
+        return [Path(gimp_dir).expanduser()]
+    bases = config_bases()
+    profiles = find_profiles(bases)
+    if not profiles:
+        looked = ", ".join(str(b) for b in bases)
+        raise InstallError(
+            f"no GIMP 3 profile folder found (looked for 3.x folders in {looked}); "
+            "start GIMP 3 once so it creates one, or pass --gimp-dir"
+        )
+    return profiles

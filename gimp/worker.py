@@ -1,0 +1,136 @@
+"""The worker process the GIMP plug-in talks to: the core engine behind a pipe.
+
+Started by the plug-in as ``python -m fbcnn_plugins.gimp.worker`` with the
+interpreter recorded at install time.  It reads requests from stdin and
+answers on stdout (see :mod:`fbcnn_plugins.gimp.protocol`); everything
+else a library prints goes to stderr, so stray output can never corrupt the
+pipe.  Restorers are kept between requests, so a dialog's estimate and the
+restoration that follows load the model once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+import numpy as np
+
+from fbcnn_plugins.gimp.protocol import PROTOCOL_VERSION, read_message, write_message
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pixels_from(header: dict[str, Any], payload: bytes) -> np.ndarray:
+    """The request's float32 HxWxC pixels, checked against the sizes it announced."""
+    try:
+        width, height, channels = int(header["width"]), int(header["height"]), int(header["channels"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("request lacks integer width, height and channels") from None
+    if width < 1 or height < 1 or channels not in (1, 2, 3, 4):
+        raise ValueError(f"bad pixel block {width}x{height}x{channels}")
+    expected = width * height * channels * 4
+    if len(payload) != expected:
+        raise ValueError(f"pixel block of {width}x{height}x{channels} needs {expected} bytes, got {len(payload)}")
+    return np.frombuffer(payload, dtype="<f4").reshape(height, width, channels)
+
+
+def file_hints(header: dict[str, Any]) -> dict[str, Any]:
+    """What the plug-in knows of the JPEG file behind the image: GIMP's parasite, or the file's path."""
+    from fbcnn_plugins.gimp.jpeg_settings import header_from_jpeg_settings
+
+    return {"jpeg_path": header.get("jpeg_path"), "header": header_from_jpeg_settings(header.get("jpeg_settings"))}
+
+
+class Worker:
+    def __init__(self) -> None:
+        self._restorers: dict[tuple, Any] = {}
+
+    def restorer(self, header: dict[str, Any]):
+        from fbcnn_plugins.core.restorer import Restorer
+        from fbcnn_plugins.core.tiling import DEFAULT_TILE
+
+        model = header.get("model") or None
+        model = None if model == "auto" else model
+        device = header.get("device") or "auto"
+        if device not in DEVICE_CHOICES:
+            raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+        tile = int(header.get("tile") or 0) or DEFAULT_TILE
+        key = (model, device, tile)
+        if key not in self._restorers:
+            self._restorers[key] = Restorer(model, device=device, tile=tile)
+        return self._restorers[key]
+
+    def hello(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
+        import torch
+
+        from fbcnn_plugins import __version__
+        from fbcnn_plugins.core.catalog import registered_models
+
+        models = [entry.name for entry in registered_models() if entry.available]
+        return {"protocol": PROTOCOL_VERSION, "version": __version__, "models": models,
+                "cuda": torch.cuda.is_available()}, b""
+
+    def estimate(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
+        from fbcnn_plugins.core.qf_choice import choose_qf
+
+        image = pixels_from(header, payload)
+        chosen = choose_qf(self.restorer(header), image, **file_hints(header))
+        return {"qf": chosen.to_dict()}, b""
+
+    def restore(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
+        from fbcnn_plugins.core.qf_choice import choose_qf
+        from fbcnn_plugins.core.quality import parse_qf
+
+        image = pixels_from(header, payload)
+        restorer = self.restorer(header)
+        qf = parse_qf(header.get("qf"))
+        chosen = None
+        if qf == "auto":
+            chosen = choose_qf(restorer, image, **file_hints(header))
+            qf = chosen.value
+        elif not isinstance(qf, int):
+            raise ValueError(f"qf must be 'auto' or 1..100 here, got {qf!r}")
+
+        def progress(done: int, total: int) -> None:
+            send({"kind": "progress", "fraction": done / max(total, 1)})
+
+        result = restorer.restore(image, qf, progress=progress)
+        used = chosen or result.qf
+        return {"qf": used.to_dict()}, np.ascontiguousarray(result.image, dtype="<f4").tobytes()
+
+    def serve(self, requests: IO[bytes], replies: IO[bytes]) -> None:
+        def send(header: dict[str, Any], payload: bytes = b"") -> None:
+            write_message(replies, header, payload)
+
+        handlers = {"hello": self.hello, "estimate": self.estimate, "restore": self.restore}
+        while True:
+            try:
+                header, payload = read_message(requests)
+            except EOFError:
+                return
+            op = header.get("op")
+            if op == "quit":
+                return
+            handler = handlers.get(op)
+            try:
+                if handler is None:
+                    raise ValueError(f"unknown request {op!r}")
+                reply, data = handler(header, payload, send)
+            except Exception as error:  # every failure goes back as a message; the worker stays up
+                send({"kind": "error", "message": str(error) or type(error).__name__})
+                continue
+            send(dict(reply, kind="result"), data)
+
+
+def main() -> None:
+    # Keep the real stdout for the protocol and point fd 1 at stderr, so prints from any library
+    # (Python or C) cannot slip bytes into the pipe.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    Worker().serve(sys.stdin.buffer, replies)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+# Runs inside a real GIMP 3 (python-fu-eval batch interpreter) for the integration tests.
+#
+# The job is described by the JSON file named in $FBCNN_GIMP_JOB; pixels are dumped
+# as .npy files (float, the plug-in's own babl formats) into the job's folder and a
+# result.json tells the test what happened.  Only GIMP's Python and numpy are used.
+import json
+import os
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+import numpy as np  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+
+PROCEDURE = "python-fu-fbcnn-jpeg-artifacts"
+
+
+def pixel_format(drawable):
+    base = "Y'" if drawable.is_gray() else "R'G'B'"
+    alpha = "A" if drawable.has_alpha() else ""
+    return base + alpha + " float", (1 if drawable.is_gray() else 3) + (1 if alpha else 0)
+
+
+def dump(drawable, path):
+    fmt, channels = pixel_format(drawable)
+    w, h = drawable.get_width(), drawable.get_height()
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt, Gegl.AbyssPolicy.CLAMP)
+    np.save(path, np.frombuffer(bytes(data), dtype=np.float32).reshape(h, w, channels))
+
+
+def dump_selection(image, path):
+    selection = image.get_selection()
+    w, h = image.get_width(), image.get_height()
+    data = selection.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "Y float", Gegl.AbyssPolicy.CLAMP)
+    np.save(path, np.frombuffer(bytes(data), dtype=np.float32).reshape(h, w))
+
+
+def restore_job(job, folder, result):
+    image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["input"]))
+    if job.get("precision") == "u16":
+        image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    layer = image.get_layers()[0]
+    if job.get("offset"):
+        layer.set_offsets(*job["offset"])
+    if job.get("select"):
+        x, y, w, h = job["select"]
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
+        if job.get("feather"):
+            Gimp.Selection.feather(image, job["feather"])
+        dump_selection(image, os.path.join(folder, "selection.npy"))
+    dump(layer, os.path.join(folder, "before.npy"))
+    procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    result["procedure_found"] = procedure is not None
+    config = procedure.create_config()
+    interactive = job.get("interactive", False)
+    config.set_property("run-mode", Gimp.RunMode.INTERACTIVE if interactive else Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for name, value in job.get("arguments", {}).items():
+        config.set_property(name, value)
+    undo_before = image.undo_is_enabled()
+    outcome = procedure.run(config)
+    result["status"] = outcome.index(0).value_nick if hasattr(outcome.index(0), "value_nick") else str(outcome.index(0))
+    result["success"] = outcome.index(0) == Gimp.PDBStatusType.SUCCESS
+    result["undo_enabled"] = undo_before
+    dump(layer, os.path.join(folder, "after.npy"))
+    result["offsets"] = list(layer.get_offsets()[1:])
+    if job.get("save_xcf"):
+        Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(job["save_xcf"]), None)
+    image.delete()
+
+
+def inspect_job(job, folder, result):
+    image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["input"]))
+    layers = []
+    for index, layer in enumerate(image.get_layers()):
+        dump(layer, os.path.join(folder, f"layer{index}.npy"))
+        layers.append({"name": layer.get_name(), "offsets": list(layer.get_offsets()[1:]),
+                       "size": [layer.get_width(), layer.get_height()], "visible": layer.get_visible()})
+    result["layers"] = layers
+    result["size"] = [image.get_width(), image.get_height()]
+    result["success"] = True
+    image.delete()
+
+
+def build_job(job, folder, result):
+    """Writes an XCF with several layers, as a GIMP user would have made it."""
+    width, height = job["size"]
+    image = Gimp.Image.new(width, height, Gimp.ImageBaseType.RGB)
+    for spec in job["layers"]:
+        source = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(spec["file"]))
+        layer = Gimp.Layer.new_from_drawable(source.get_layers()[0], image)
+        layer.set_name(spec["name"])
+        image.insert_layer(layer, None, -1)
+        if spec.get("alpha"):
+            layer.add_alpha()
+        layer.set_offsets(*spec["offsets"])
+        layer.set_visible(spec.get("visible", True))
+        source.delete()
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(job["output"]), None)
+    result["success"] = True
+    image.delete()
+
+
+def main():
+    with open(os.environ["FBCNN_GIMP_JOB"], encoding="utf-8") as handle:
+        job = json.load(handle)
+    folder = os.path.dirname(os.environ["FBCNN_GIMP_JOB"])
+    result = {"success": False}
+    try:
+        {"restore": restore_job, "inspect": inspect_job, "build": build_job}[job["action"]](job, folder, result)
+    except Exception:
+        result["error"] = traceback.format_exc()
+    with open(os.path.join(folder, "result.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+
+
+main()

@@ -1,0 +1,196 @@
+"""The GIMP plug-in's worker protocol and installer, without GIMP: the real worker process and core."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fbcnn_plugins.core.restorer import Restorer
+from fbcnn_plugins.gimp import install
+from fbcnn_plugins.gimp.protocol import (
+    WorkerClient, WorkerError, WorkerGone, read_message, worker_command, write_message,
+)
+from fbcnn_plugins.gimp.worker import pixels_from
+
+from conftest import natural_image, pillow_jpeg
+
+WORKER = [sys.executable, "-m", "fbcnn_plugins.gimp.worker"]
+
+
+def test_messages_round_trip_through_a_pipe_buffer():
+    stream = io.BytesIO()
+    payload = np.arange(12, dtype="<f4").tobytes()
+    write_message(stream, {"op": "restore", "width": 2}, payload)
+    write_message(stream, {"op": "quit"})
+    stream.seek(0)
+    header, data = read_message(stream)
+    assert header == {"op": "restore", "width": 2, "payload": 48} and data == payload
+    assert read_message(stream) == ({"op": "quit", "payload": 0}, b"")
+    with pytest.raises(EOFError):
+        read_message(stream)
+
+
+def test_a_payload_cut_short_is_an_error_not_a_hang():
+    stream = io.BytesIO()
+    write_message(stream, {"op": "x"}, b"12345678")
+    stream = io.BytesIO(stream.getvalue()[:-3])
+    with pytest.raises(EOFError, match="3 bytes before the end"):
+        read_message(stream)
+
+
+def test_pixels_from_checks_sizes():
+    block = np.zeros((4, 5, 3), np.float32)
+    header = {"width": 5, "height": 4, "channels": 3}
+    assert pixels_from(header, block.tobytes()).shape == (4, 5, 3)
+    with pytest.raises(ValueError, match="needs 240 bytes, got 236"):
+        pixels_from(header, block.tobytes()[:-4])
+    with pytest.raises(ValueError, match="bad pixel block"):
+        pixels_from({"width": 5, "height": 4, "channels": 5}, b"")
+    with pytest.raises(ValueError, match="lacks integer"):
+        pixels_from({"width": 5}, b"")
+
+
+@pytest.fixture(scope="module")
+def worker(bundled_color_model):
+    with WorkerClient(WORKER) as client:
+        yield client
+
+
+def _request(worker, op, pixels, **fields):
+    height, width, channels = pixels.shape
+    header = {"op": op, "width": width, "height": height, "channels": channels, "device": "cpu", **fields}
+    return worker.request(header, np.ascontiguousarray(pixels, "<f4").tobytes())
+
+
+def test_worker_hello_lists_the_bundled_models(worker):
+    assert "fbcnn-color-small" in worker.info["models"]
+    assert worker.info["protocol"] == 1
+
+
+@pytest.mark.parametrize("channels", [3, 4, 1, 2])
+def test_worker_restores_exactly_like_the_core(worker, channels):
+    decoded = pillow_jpeg(natural_image(), 20).astype(np.float32) / 255.0
+    if channels in (1, 2):
+        decoded = decoded.mean(axis=2, keepdims=True)
+    if channels in (2, 4):
+        alpha = np.linspace(0, 1, decoded.shape[0] * decoded.shape[1], dtype=np.float32)
+        decoded = np.concatenate([decoded, alpha.reshape(decoded.shape[0], -1, 1)], axis=2)
+    fractions = []
+    reply, data = worker.request(
+        {"op": "restore", "width": 128, "height": 96, "channels": channels, "qf": 20, "device": "cpu"},
+        decoded.astype("<f4").tobytes(), progress=fractions.append,
+    )
+    restored = np.frombuffer(data, "<f4").reshape(decoded.shape)
+    expected = Restorer(device="cpu").restore(decoded, 20).image
+    assert np.abs(restored - expected).max() < 1e-6
+    assert reply["qf"]["value"] == 20 and reply["qf"]["source"] == "given"
+    assert fractions and fractions[-1] == 1.0
+    if channels in (2, 4):
+        assert np.array_equal(restored[:, :, -1], decoded[:, :, -1])
+
+
+def test_worker_estimate_prefers_the_jpeg_header(worker, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(natural_image()).save(path, quality=33)
+    pixels = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
+    from_file = _request(worker, "estimate", pixels, jpeg_path=str(path))[0]["qf"]
+    assert from_file["source"] == "header" and from_file["value"] == 33
+    assert from_file["predicted"] is not None
+    # The same pixels with no file behind them: the network's prediction, as a number in range.
+    alone = _request(worker, "estimate", pixels)[0]["qf"]
+    assert alone["source"] == "predicted" and 1 <= alone["value"] <= 100
+    # A JPEG file of another size (the layer was scaled since): its header no longer applies.
+    cropped = _request(worker, "estimate", pixels[:64, :64], jpeg_path=str(path))[0]["qf"]
+    assert cropped["source"] != "header"
+
+
+def test_worker_reports_bad_requests_and_stays_up(worker):
+    with pytest.raises(WorkerError, match="needs 48 bytes"):
+        worker.request({"op": "restore", "width": 2, "height": 2, "channels": 3, "qf": 10}, b"\0" * 12)
+    with pytest.raises(WorkerError, match="no model named"):
+        _request(worker, "restore", np.zeros((16, 16, 3), np.float32), qf=10, model="no-such-model")
+    with pytest.raises(WorkerError, match="unknown device"):
+        _request(worker, "restore", np.zeros((16, 16, 3), np.float32), qf=10, device="tpu")
+    with pytest.raises(WorkerError, match="qf must be in 1..100"):
+        _request(worker, "restore", np.zeros((16, 16, 3), np.float32), qf=0)
+    assert _request(worker, "restore", np.zeros((16, 16, 3), np.float32), qf=50)[0]["kind"] == "result"
+
+
+def test_a_worker_that_dies_mid_request_is_reported_with_its_output(tmp_path):
+    script = tmp_path / "dying_worker.py"
+    script.write_text(
+        "import sys, json\n"
+        "from fbcnn_plugins.gimp.protocol import read_message, write_message\n"
+        "out = sys.stdout.buffer\n"
+        "read_message(sys.stdin.buffer)\n"
+        "write_message(out, {'kind': 'result', 'protocol': 1})\n"
+        "read_message(sys.stdin.buffer)\n"
+        "print('out of memory while restoring', file=sys.stderr)\n"
+        "sys.exit(9)\n"
+    )
+    client = WorkerClient([sys.executable, str(script)])
+    with pytest.raises(WorkerGone, match=r"exit code 9(.|\n)*out of memory while restoring"):
+        client.request({"op": "restore"}, b"")
+    client.close()
+
+
+def test_a_worker_that_cannot_start_says_how_to_fix_it(tmp_path):
+    with pytest.raises(WorkerGone, match="could not start the FBCNN worker.*install-gimp"):
+        WorkerClient([str(tmp_path / "missing-python"), "-m", "x"])
+    settings = tmp_path / "fbcnn-worker.json"
+    settings.write_text(json.dumps({"python": str(tmp_path / "gone" / "python")}))
+    with pytest.raises(WorkerGone, match="does not exist"):
+        worker_command(str(settings))
+    with pytest.raises(WorkerGone, match="cannot read"):
+        worker_command(str(tmp_path / "nothing.json"))
+
+
+def test_profile_folders_per_platform(tmp_path):
+    home = tmp_path
+    linux = install.config_bases("linux", {"HOME": str(home)}, home)
+    assert linux[0] == home / ".config" / "GIMP"
+    assert home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" in linux
+    assert install.config_bases("linux", {"XDG_CONFIG_HOME": "/x"}, home)[0] == Path("/x/GIMP")
+    assert install.config_bases("darwin", {}, home) == [home / "Library" / "Application Support" / "GIMP"]
+    assert install.config_bases("win32", {"APPDATA": r"C:\Users\a\AppData\Roaming"}, home) == [
+        Path(r"C:\Users\a\AppData\Roaming") / "GIMP"]
+    for version in ("2.10", "3.0", "3.2", "notes"):
+        (home / ".config" / "GIMP" / version).mkdir(parents=True)
+    assert [p.name for p in install.find_profiles(linux)] == ["3.2", "3.0"]
+
+
+def test_install_and_uninstall_through_the_cli(tmp_path, bundled_color_model):
+    from fbcnn_plugins.cli.main import main
+
+    profile = tmp_path / "GIMP" / "3.0"
+    assert main(["install-gimp", "--gimp-dir", str(profile)]) == 0
+    folder = profile / "plug-ins" / "fbcnn-jpeg-artifacts"
+    script = folder / "fbcnn-jpeg-artifacts.py"
+    assert script.stat().st_mode & stat.S_IXUSR
+    assert script.read_text().startswith("#!/usr/bin/env python3")
+    assert (folder / "fbcnn_protocol.py").read_text() == (install.PACKAGE_DIR / "protocol.py").read_text()
+    settings = json.loads((folder / "fbcnn-worker.json").read_text())
+    assert settings["python"] == sys.executable and "fbcnn-color-small" in settings["models"]
+    assert worker_command(str(folder / "fbcnn-worker.json"))[0] == sys.executable
+    assert sorted(os.listdir(profile / "plug-ins")) == ["fbcnn-jpeg-artifacts"]  # no staging left behind
+    assert main(["install-gimp", "--gimp-dir", str(profile)]) == 0  # reinstall replaces
+    assert main(["uninstall-gimp", "--gimp-dir", str(profile)]) == 0
+    assert not folder.exists()
+
+
+def test_install_without_any_gimp_profile_fails_clearly(tmp_path, monkeypatch, capsys):
+    from fbcnn_plugins.cli.main import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert main(["install-gimp"]) == 1
+    assert "no GIMP 3 profile folder found" in capsys.readouterr().err
