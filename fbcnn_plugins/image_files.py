@@ -25,7 +25,7 @@ WRITE_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
     ".webp": "WEBP", ".bmp": "BMP",
 }
-READ_SUFFIXES = set(WRITE_FORMATS) | {".jfif", ".jpe"}
+READ_SUFFIXES = set(WRITE_FORMATS) | {".jfif", ".jpe", ".xcf"}  # XCF: layer by layer, see xcf_files
 EIGHT_BIT_ONLY = {"JPEG", "WEBP", "BMP"}
 EXIF_ORIENTATION = 0x0112
 UNSUPPORTED_MODES = {"CMYK", "I", "LAB", "HSV", "YCbCr"}

@@ -99,6 +99,8 @@ def build_job(job, folder, result):
         layer.set_offsets(*spec["offsets"])
         layer.set_visible(spec.get("visible", True))
         source.delete()
+    if job.get("precision") == "u16-linear":
+        image.convert_precision(Gimp.Precision.U16_LINEAR)
     Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(job["output"]), None)
     result["success"] = True
     image.delete()

@@ -178,14 +178,15 @@ def test_a_bad_tile_size_is_an_error_message_not_a_crash(gimp3):
     assert np.array_equal(before, after)
 
 
-def test_xcf_written_by_fbcnn_restore_opens_in_gimp(gimp3):
+@pytest.mark.parametrize("precision, tolerance", [("u8", EIGHT_BIT), ("u16-linear", 1e-3)])
+def test_xcf_written_by_fbcnn_restore_opens_in_gimp(gimp3, precision, tolerance):
     folder = gimp3.folder()
     first, second = jpeg_file(folder, 20, seed=5), jpeg_file(folder, 40, seed=6, size=(48, 64))
     made = folder / "layers.xcf"
     layers = [{"file": gimp3.inside(first), "name": "photo", "offsets": [0, 0]},
               {"file": gimp3.inside(second), "name": "pasted patch", "offsets": [24, 16], "visible": False,
                "alpha": True}]
-    assert gimp3.run(folder, {"action": "build", "size": [128, 96], "layers": layers,
+    assert gimp3.run(folder, {"action": "build", "size": [128, 96], "layers": layers, "precision": precision,
                               "output": gimp3.inside(made)})["success"]
     restored = folder / "restored.xcf"
     cli = subprocess.run([sys.executable, "-m", "fbcnn_plugins.cli.main", "restore", str(made), "-o", str(restored),
@@ -200,4 +201,5 @@ def test_xcf_written_by_fbcnn_restore_opens_in_gimp(gimp3):
     for index in range(len(layers)):
         original_pixels = np.load(inspect_before / f"layer{index}.npy")
         restored_pixels = np.load(inspect_after / f"layer{index}.npy")
-        assert np.abs(restored_pixels - core_output(original_pixels, 20)).max() <= EIGHT_BIT
+        assert np.abs(restored_pixels - core_output(original_pixels, 20)).max() <= tolerance
+        assert np.abs(restored_pixels - original_pixels).max() > 1e-3  # the layer was restored, not copied

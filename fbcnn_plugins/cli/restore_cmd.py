@@ -20,6 +20,7 @@ from typing import Any
 from fbcnn_plugins.image_files import READ_SUFFIXES, WRITE_FORMATS, ImageFileError, read_image, write_image
 
 DEFAULT_SUFFIX = "_fbcnn"
+XCF_SUFFIX = ".xcf"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -85,14 +86,16 @@ def expand_inputs(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path
 def plan_outputs(files: list[tuple[Path, Path]], args: argparse.Namespace) -> list[Job]:
     out: Path | None = args.output
     single_file_out = (
-        out is not None and len(files) == 1 and out.suffix.lower() in WRITE_FORMATS and not out.is_dir()
+        out is not None and len(files) == 1 and out.suffix.lower() in (*WRITE_FORMATS, XCF_SUFFIX)
+        and not out.is_dir()
     )
     jobs = []
     for source, root in files:
         if single_file_out:
             target = out
         else:
-            name = f"{source.stem}{args.suffix}.{args.format}"
+            extension = "xcf" if source.suffix.lower() == XCF_SUFFIX else args.format  # layers stay layers
+            name = f"{source.stem}{args.suffix}.{extension}"
             if out is None:
                 target = source.with_name(name)
             else:
@@ -178,6 +181,8 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace) -> dict[str, 
         raise ImageFileError(f"{job.source}: output would replace the input; choose another -o or --suffix")
     if job.target.exists() and not args.overwrite:
         raise ImageFileError(f"{job.target}: output exists (use --overwrite to replace it)")
+    if job.source.suffix.lower() == XCF_SUFFIX:
+        return _restore_xcf(job, restorer, qf)
     from fbcnn_plugins.image_files import output_format
 
     output_format(job.target)  # reject an unwritable extension before spending time on the image
@@ -197,6 +202,39 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace) -> dict[str, 
     write_image(job.target, result.image, icc_profile=image.icc_profile, exif=image.exif)
     return {"qf": result.qf.value, "qf_source": result.qf.source, "qf_predicted": result.qf.predicted,
             "size": [int(image.pixels.shape[1]), int(image.pixels.shape[0])]}
+
+
+def _restore_xcf(job: Job, restorer, qf) -> dict[str, Any]:
+    """Every raster layer of an XCF file restored on its own; the layer stack is written back as XCF."""
+    from fbcnn_plugins.xcf_files import read_xcf, restore_xcf
+
+    if job.target.suffix.lower() != XCF_SUFFIX:
+        raise ImageFileError(f"{job.source}: an XCF file is restored layer by layer into an XCF file; "
+                             f"name the output .xcf (not {job.target.suffix or 'without extension'})")
+    layer_qf = qf
+    if qf == "header":
+        from fbcnn_plugins.gimp.jpeg_settings import header_from_jpeg_settings
+
+        header = header_from_jpeg_settings(read_xcf(job.source).parasites.get("jpeg-settings"))
+        if header is None:
+            raise ImageFileError(f"{job.source}: --qf header needs the JPEG settings GIMP keeps for images "
+                                 "opened from a JPEG file; this XCF has none")
+        layer_qf = header.value
+    used = []
+
+    def restore_layer(layer, pixels):
+        result = restorer.restore(pixels, layer_qf)
+        used.append({"layer": layer.name, "qf": result.qf.value,
+                     "qf_source": "header" if qf == "header" else result.qf.source})
+        return result.image
+
+    job.target.parent.mkdir(parents=True, exist_ok=True)
+    records = restore_xcf(job.source, job.target, restore_layer)
+    if not used:
+        raise ImageFileError(f"{job.source}: no raster layer to restore "
+                             f"({'; '.join(r['layer'] + ': ' + r['skipped'] for r in records) or 'no layers'})")
+    return {"qf": used[0]["qf"], "qf_source": used[0]["qf_source"], "layers": used,
+            "skipped_layers": [r for r in records if "skipped" in r]}
 
 
 def _tile_progress(shape: tuple[int, ...]):
