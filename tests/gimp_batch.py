@@ -50,14 +50,23 @@ def restore_job(job, folder, result):
         if job.get("feather"):
             Gimp.Selection.feather(image, job["feather"])
         dump_selection(image, os.path.join(folder, "selection.npy"))
+    drawables = [layer]
+    if job.get("second_layer_offset"):  # a moved copy, so two layers with different content are selected
+        second = layer.copy()
+        image.insert_layer(second, None, 0)
+        second.set_offsets(*job["second_layer_offset"])
+        second.transform_flip_simple(Gimp.OrientationType.HORIZONTAL, True, 0.0)
+        drawables.append(second)
     dump(layer, os.path.join(folder, "before.npy"))
+    for index, drawable in enumerate(drawables):
+        dump(drawable, os.path.join(folder, f"before{index}.npy"))
     procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
     result["procedure_found"] = procedure is not None
     config = procedure.create_config()
     interactive = job.get("interactive", False)
     config.set_property("run-mode", Gimp.RunMode.INTERACTIVE if interactive else Gimp.RunMode.NONINTERACTIVE)
     config.set_property("image", image)
-    config.set_core_object_array("drawables", [layer])
+    config.set_core_object_array("drawables", drawables)
     for name, value in job.get("arguments", {}).items():
         config.set_property(name, value)
     undo_before = image.undo_is_enabled()
@@ -66,6 +75,8 @@ def restore_job(job, folder, result):
     result["success"] = outcome.index(0) == Gimp.PDBStatusType.SUCCESS
     result["undo_enabled"] = undo_before
     dump(layer, os.path.join(folder, "after.npy"))
+    for index, drawable in enumerate(drawables):
+        dump(drawable, os.path.join(folder, f"after{index}.npy"))
     result["offsets"] = list(layer.get_offsets()[1:])
     if job.get("save_xcf"):
         Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(job["save_xcf"]), None)

@@ -142,6 +142,19 @@ def test_selection_with_soft_edges_on_an_offset_layer(gimp3):
     assert soft.sum() > 50 and np.abs(after - before)[soft].max() > 0
 
 
+def test_every_selected_layer_is_restored(gimp3):
+    folder = gimp3.folder()
+    source = jpeg_file(folder, 20, seed=7)
+    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source), "second_layer_offset": [16, 8],
+                                "arguments": {"automatic-qf": False, "qf": 20}})
+    assert result["success"], result
+    assert len(result["report"]) == 2
+    for index in range(2):
+        before, after = np.load(folder / f"before{index}.npy"), np.load(folder / f"after{index}.npy")
+        assert np.abs(after - core_output(before, 20)).max() <= EIGHT_BIT
+    assert not np.array_equal(np.load(folder / "before0.npy"), np.load(folder / "before1.npy"))
+
+
 def test_sixteen_bit_image(gimp3):
     folder = gimp3.folder()
     source = jpeg_file(folder, 25, seed=3)

@@ -148,3 +148,17 @@ def test_eval_reports_the_known_jpeg_pair():
     assert result.jpeg["psnr"] == pytest.approx(psnr(clean, jpeg_roundtrip(clean, 20)))
     [double] = evaluate([("x", clean)], [Condition(10, 30, (4, 4))], restorer=None)
     assert double.jpeg["psnr"] == pytest.approx(psnr(clean[4:, 4:], double_jpeg(clean, 10, 30, (4, 4))))
+
+
+def test_eval_qf_modes_drive_the_network_with_the_named_qf(bundled_color_model):
+    from fbcnn_plugins.core.restorer import Restorer
+
+    clean = natural_image(96, 128, seed=3)
+    restorer = Restorer(bundled_color_model, device="cpu")
+    double = Condition(10, 30, (4, 4))
+    [given] = evaluate([("x", clean)], [double], restorer, qf_mode="given")
+    [dominant] = evaluate([("x", clean)], [double], restorer, qf_mode="dominant")
+    assert given.qf_used == 10  # the smaller, dominant QF of the pair
+    assert abs(dominant.qf_used - 10) <= 5  # FBCNN-D finds it from the pixels
+    with pytest.raises(ValueError, match="qf mode must be one of"):
+        evaluate([("x", clean)], [double], restorer, qf_mode="header")

@@ -20,7 +20,7 @@ from fbcnn_plugins.core.restorer import Restorer
 
 from .data import list_images, load_training_image
 
-QF_MODES = ("predicted", "given")
+QF_MODES = ("predicted", "given", "dominant")
 
 
 @dataclass
@@ -93,7 +93,7 @@ def evaluate(
             reference, degraded = condition.degrade(clean)
             jpeg_scores.append(measure(reference, degraded))
             if restorer is not None:
-                qf = condition.true_qf if qf_mode == "given" else None
+                qf = {"given": condition.true_qf, "dominant": "dominant"}.get(qf_mode)
                 result = restorer.restore(degraded, qf=qf)
                 restored_scores.append(measure(reference, result.image))
                 used.append(result.qf.value)

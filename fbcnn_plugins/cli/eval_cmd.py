@@ -23,8 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="grid shift between the two compressions of --double (0..7)")
     parser.add_argument("--gray", action="store_true", help="evaluate on the Y channel with a gray model")
     parser.add_argument("--model", metavar="NAME|PATH", help="model to evaluate (default: the bundled one)")
-    parser.add_argument("--qf-mode", choices=["predicted", "given"], default="predicted",
-                        help="which QF drives the network (given: the true smaller QF)")
+    parser.add_argument("--qf-mode", choices=["predicted", "given", "dominant"], default="predicted",
+                        help="which QF drives the network: the network's prediction, the true (smaller) QF, "
+                        "or the FBCNN-D estimate from the pixels")
     parser.add_argument("--jpeg-only", action="store_true", help="only report the JPEG input's scores")
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--device", default="auto")
