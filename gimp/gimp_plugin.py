@@ -89,7 +89,9 @@ def _write(drawable, rect, fmt, data):
 
 
 def _jpeg_path(image):
-    for source in (image.get_imported_file(), image.get_file()):
+    """The file the image was opened from, when GIMP knows it (interactive opens; scripts leave it unset)."""
+    for getter in ("get_imported_file", "get_file"):
+        source = getattr(image, getter, lambda: None)()
         if source is not None and source.get_path():
             return source.get_path()
     return None

@@ -92,3 +92,22 @@ def test_qf_command_and_restore_with_header_qf(tmp_path, capsys):
     Image.fromarray(natural_image(64, 64)).save(png)
     assert main(["restore", str(png), "--qf", "header"]) == 1
     assert "needs a JPEG file" in capsys.readouterr().err
+
+
+def test_selection_trusts_deep_dips_not_early_wiggles():
+    qualities = np.arange(1, 101, dtype=np.float64)
+    smooth = 200.0 / qualities + 1.0  # a grid nobody compressed: MSE falls steadily with QF
+    curves = {(i, j): smooth.copy() for i in range(8) for j in range(8)}
+    # The last compression (QF 50) on the current grid, plus a shallow wiggle at QF 24 under MSE 30.
+    current = smooth.copy()
+    current[23] *= 0.95
+    current[49] = 0.1
+    curves[(0, 0)] = current
+    # The first, stronger compression (QF 30) on grid (4, 4): below the other grids everywhere,
+    # with an early wiggle at QF 7 and its real, deepest dip at QF 30.
+    first = smooth * 0.7
+    first[6] *= 0.97
+    first[29] *= 0.8
+    curves[(4, 4)] = first
+    found = select_dominant(curves)
+    assert (found.quality, found.shift, found.double_compressed) == (30, (4, 4), True)
