@@ -7,12 +7,13 @@ plain loop with VapourSynth serving one request at a time; the parallel
 figure is what vspipe gets when it asks for several frames at once.
 
     python benchmarks/bench_vapoursynth.py
-    python benchmarks/bench_vapoursynth.py --sizes 720x480 --precisions fp32 bf16 --frames 2
+    python benchmarks/bench_vapoursynth.py --sizes 720x480 --precisions fp32 bf16 --qf 25 --frames 8
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -48,52 +49,73 @@ def as_clip(frames: list[np.ndarray]) -> vs.VideoNode:
     return vs.core.std.ModifyFrame(blank, blank, fill)
 
 
-def measure(width: int, height: int, count: int, precision: str) -> dict:
+def measure(width: int, height: int, count: int, precision: str, qf: int | None) -> dict:
+    """Time each frame through both paths back to back and compare them frame by frame.
+
+    Pairs (alternating which path goes first) cancel the drift of a shared, noisy
+    machine; the overhead is the median of the per-frame time ratios.
+    """
     frames = make_frames(width, height, count + 1)  # the last frame only warms both paths up
     precision_arg = None if precision == "fp32" else precision
-    clip = fbcnn(as_clip(frames), device="cpu", precision=precision_arg)
+    clip = fbcnn(as_clip(frames), qf=qf, device="cpu", precision=precision_arg)
     restorer = Restorer(device="cpu", precision=precision_arg)
     # Full-size warm-up outside the timings: the first call at a tile shape pays one-off kernel setup.
-    restorer.restore(frames[count])
+    restorer.restore(frames[count], qf=qf)
     _ = clip.get_frame(count).props["FBCNN_QF"]
-    started = time.perf_counter()
-    for frame in frames[:count]:
-        restorer.restore(frame)
-    core_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    for n in range(count):  # one request at a time, like the plain loop above: the layer's own cost
+
+    def time_core(n: int) -> float:
+        started = time.perf_counter()
+        restorer.restore(frames[n], qf=qf)
+        return time.perf_counter() - started
+
+    def time_vs(n: int) -> float:  # one request at a time, like the core call: the layer's own cost
+        started = time.perf_counter()
         _ = clip.get_frame(n).props["FBCNN_QF"]
-    sequential_seconds = time.perf_counter() - started
+        return time.perf_counter() - started
+
+    core_times, vs_times = [], []
+    for n in range(count):
+        if n % 2:
+            vs_times.append(time_vs(n))
+            core_times.append(time_core(n))
+        else:
+            core_times.append(time_core(n))
+            vs_times.append(time_vs(n))
+    ratios = np.array(vs_times) / np.array(core_times)
     started = time.perf_counter()
-    for frame in restored_again(frames[:count], precision_arg).frames():  # vspipe-style, parallel requests
+    for frame in restored_again(frames[:count], qf, precision_arg).frames():  # vspipe-style, parallel requests
         _ = frame.props["FBCNN_QF"]
     parallel_seconds = time.perf_counter() - started
     return {
-        "size": f"{width}x{height}", "precision": precision, "frames": count,
-        "vs_fps": count / sequential_seconds, "vs_parallel_fps": count / parallel_seconds,
-        "core_fps": count / core_seconds, "overhead_pct": 100.0 * (sequential_seconds / core_seconds - 1.0),
+        "size": f"{width}x{height}", "precision": precision, "frames": count, "qf": "predicted" if qf is None else qf,
+        "vs_fps": count / sum(vs_times), "vs_parallel_fps": count / parallel_seconds,
+        "core_fps": count / sum(core_times), "overhead_pct": 100.0 * (float(np.median(ratios)) - 1.0),
+        "overhead_range_pct": (100.0 * (ratios.min() - 1.0), 100.0 * (ratios.max() - 1.0)),
     }
 
 
-def restored_again(frames: list[np.ndarray], precision: str | None) -> vs.VideoNode:
+def restored_again(frames: list[np.ndarray], qf: int | None, precision: str | None) -> vs.VideoNode:
     """A fresh filter instance, so no frame comes from the first instance's cache."""
-    return fbcnn(as_clip(frames), device="cpu", precision=precision)
+    return fbcnn(as_clip(frames), qf=qf, device="cpu", precision=precision)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["1920x1080", "720x480"])
     parser.add_argument("--precisions", nargs="+", default=["fp32"])
-    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=5)
+    parser.add_argument("--qf", nargs="+", default=["predicted", "25"],
+                        help="'predicted' (each path estimates the QF) and/or fixed QF values (the layer's cost alone)")
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
-        for precision in args.precisions:
-            rows.append(measure(width, height, args.frames, precision))
-            r = rows[-1]
-            print(f"{r['size']:<10} {r['precision']:<5} frames={r['frames']}  core {r['core_fps']:.3f} fps  "
-                  f"VapourSynth {r['vs_fps']:.3f} fps (overhead {r['overhead_pct']:+.1f}%)  "
+        for precision, qf in itertools.product(args.precisions, args.qf):
+            r = measure(width, height, args.frames, precision, None if qf == "predicted" else int(qf))
+            low, high = r["overhead_range_pct"]
+            print(f"{r['size']:<10} {r['precision']:<5} qf={r['qf']:<9} frames={r['frames']}  core {r['core_fps']:.3f} fps  "
+                  f"VapourSynth {r['vs_fps']:.3f} fps (overhead median {r['overhead_pct']:+.1f}%, "
+                  f"frames {low:+.1f}..{high:+.1f}%)  "
                   f"VapourSynth with parallel requests {r['vs_parallel_fps']:.3f} fps", flush=True)
     print(f"VapourSynth threads: {vs.core.num_threads}, torch threads: {torch.get_num_threads()}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -16,12 +17,14 @@ def _default_mode() -> int:
 
 
 @contextmanager
-def atomic_target(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same extension); on success it replaces ``path``.
+def atomic_target(path: str | os.PathLike[str], *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same extension); on success it becomes ``path``.
 
     The temporary file gets the permissions a plain ``open(path, "w")`` would
     give, not mkstemp's private 0600.  On failure it is removed and ``path``
-    is left as it was.
+    is left as it was.  With ``replace=False`` an existing ``path`` raises
+    FileExistsError instead: a hard link claims the name atomically, so a file
+    that appeared meanwhile is never clobbered.
     """
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
@@ -30,6 +33,21 @@ def atomic_target(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _claim(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _claim(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has it."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network shares): check, then rename
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
+        os.replace(tmp, path)

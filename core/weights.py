@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -171,12 +171,16 @@ def build_from_state_dict(
     except ValueError as error:
         raise WeightsError(f"{source or name}: {error}") from None
     if "config" in card and isinstance(card["config"], dict):
+        # Shapes cannot tell whether the network adds its input to its output; the card can.
+        described = card["config"]
         try:
-            named = get_config(card["config"].get("name", ""))
+            named = get_config(described.get("name", ""))
             if named.channels == config.channels and named.blocks == config.blocks:
                 config = named
         except KeyError:
             pass
+        if "global_residual" in described:
+            config = replace(config, global_residual=bool(described["global_residual"]))
     network = config.build(in_channels)
     reference = network.state_dict()
     converted = {key: value.to(reference[key].dtype) if key in reference else value for key, value in state_dict.items()}

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from fbcnn_plugins.core.atomic import atomic_target
+from fbcnn_plugins.png_metadata import add_png_metadata
 
 WRITE_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
@@ -148,13 +149,20 @@ def write_image(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     quality: int = 95,
+    overwrite: bool = True,
 ) -> Path:
-    """Write atomically in the format the extension names; 16-bit and float survive in PNG/TIFF."""
+    """Write atomically in the format the extension names; 16-bit and float survive in PNG/TIFF.
+
+    With ``overwrite=False`` an existing file at ``path`` (even one that appeared while the
+    image was being restored) is left alone and the write fails.
+    """
     path = Path(path)
     fmt = output_format(path)
     try:
-        with atomic_target(path) as tmp:
+        with atomic_target(path, replace=overwrite) as tmp:
             _write(tmp, fmt, pixels, icc_profile, exif, quality)
+    except FileExistsError:
+        raise ImageFileError(f"{path}: output exists (use --overwrite to replace it)") from None
     except ImageFileError:
         raise
     except Exception as error:
@@ -169,6 +177,8 @@ def _write(tmp: Path, fmt: str, pixels: np.ndarray, icc: bytes | None, exif: byt
             array = np.dstack([array[:, :, 0]] * 3 + [array[:, :, 1]])
         if not cv2.imwrite(str(tmp), np.ascontiguousarray(array)):
             raise ImageFileError(f"{tmp}: OpenCV failed to write 16-bit {fmt}")
+        if fmt == "PNG":
+            add_png_metadata(tmp, icc_profile=icc, exif=exif)
         return
     if pixels.dtype == np.float32 and fmt == "TIFF" and (pixels.ndim == 2 or pixels.shape[2] == 1):
         Image.fromarray(pixels.reshape(pixels.shape[:2]), mode="F").save(tmp, format="TIFF")

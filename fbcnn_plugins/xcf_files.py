@@ -322,7 +322,9 @@ def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
 LayerRestorer = Callable[[XcfLayer, np.ndarray], np.ndarray]
 
 
-def restore_xcf(source: str | os.PathLike[str], target: str | os.PathLike[str], restore: LayerRestorer) -> list[dict]:
+def restore_xcf(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], restore: LayerRestorer, *, overwrite: bool = True,
+) -> list[dict]:
     """Write ``target``: ``source`` with every raster layer's pixels passed through ``restore``.
 
     ``restore`` gets float32 HxWxC working pixels (alpha last, untouched by contract) and returns
@@ -355,6 +357,9 @@ def restore_xcf(source: str | os.PathLike[str], target: str | os.PathLike[str], 
     pointer_format = ">Q" if image.pointer_size == 8 else ">I"
     for position, offset in patches:
         struct.pack_into(pointer_format, output, position, offset)
-    with atomic_target(target) as temporary:
-        Path(temporary).write_bytes(output)
+    try:
+        with atomic_target(target, replace=overwrite) as temporary:
+            Path(temporary).write_bytes(output)
+    except FileExistsError:
+        raise ImageFileError(f"{target}: output exists (use --overwrite to replace it)") from None
     return records

@@ -108,10 +108,20 @@ def _pixel_request(op, drawable, rect, config, image):
     header = {
         "op": op, "width": rect[2], "height": rect[3], "channels": channels,
         "model": config.get_property("model"), "device": config.get_property("device"),
-        "tile": config.get_property("tile-size"), "jpeg_path": _jpeg_path(image),
-        "jpeg_settings": _jpeg_settings(image),
+        "tile": config.get_property("tile-size"),
     }
+    if _covers_image(drawable, image):
+        # Only the layer the JPEG loader made (image-sized, at the origin) carries the file's
+        # compression; a pasted or scaled layer does not.
+        header.update(jpeg_path=_jpeg_path(image), jpeg_settings=_jpeg_settings(image),
+                      image_size=[image.get_width(), image.get_height()])
     return header, data, fmt
+
+
+def _covers_image(drawable, image):
+    _, x, y = drawable.get_offsets()
+    size = (drawable.get_width(), drawable.get_height())
+    return (x, y) == (0, 0) and size == (image.get_width(), image.get_height())
 
 
 def _describe(estimate):
@@ -190,13 +200,16 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
                 self.restore(worker, image, drawables, config)
         except (WorkerGone, WorkerError) as error:
             return _failure(procedure, f"JPEG artifact removal failed: {error}")
+        except Exception as error:  # a GEGL/GLib failure or a bug: a message in GIMP, never a crashed plug-in
+            return _failure(procedure, f"JPEG artifact removal failed ({type(error).__name__}): {error}")
         if run_mode == Gimp.RunMode.INTERACTIVE:
             Gimp.displays_flush()
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
     def estimate(self, worker, image, drawable, config):
+        """The QF "Automatic" will use for the first drawable: estimated on the very pixels it restores."""
         Gimp.progress_set_text("Estimating the JPEG quality")
-        rect = (0, 0, drawable.get_width(), drawable.get_height())
+        rect = _region(drawable) or (0, 0, drawable.get_width(), drawable.get_height())
         header, data, _ = _pixel_request("estimate", drawable, rect, config, image)
         return worker.request(header, data)[0]["qf"]
 

@@ -36,10 +36,22 @@ def pixels_from(header: dict[str, Any], payload: bytes) -> np.ndarray:
 
 
 def file_hints(header: dict[str, Any]) -> dict[str, Any]:
-    """What the plug-in knows of the JPEG file behind the image: GIMP's parasite, or the file's path."""
+    """The header QF of the JPEG file behind the image, for ``choose_qf``.
+
+    The plug-in sends a region (a selection's bounds), so the file is matched against the whole
+    image's size.  The file on disk wins when it is there: it proves the image still has the
+    file's size (GIMP keeps the "jpeg-settings" parasite through a scale or crop); without it,
+    the parasite is what is left.
+    """
+    from fbcnn_plugins.core.qf_choice import header_estimate
     from fbcnn_plugins.gimp.jpeg_settings import header_from_jpeg_settings
 
-    return {"jpeg_path": header.get("jpeg_path"), "header": header_from_jpeg_settings(header.get("jpeg_settings"))}
+    path, size = header.get("jpeg_path"), header.get("image_size")
+    if size is None:
+        return {"header": None}
+    if path and os.path.isfile(path):
+        return {"header": header_estimate(path, height=int(size[1]), width=int(size[0]))}
+    return {"header": header_from_jpeg_settings(header.get("jpeg_settings"))}
 
 
 class Worker:

@@ -41,7 +41,16 @@ def restore_job(job, folder, result):
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["input"]))
     if job.get("precision") == "u16":
         image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    if job.get("gray"):
+        image.convert_grayscale()
     layer = image.get_layers()[0]
+    if job.get("alpha_hole"):  # a soft transparent hole, so the alpha channel has many values to keep
+        x, y, w, h, feather = job["alpha_hole"]
+        layer.add_alpha()
+        image.select_ellipse(Gimp.ChannelOps.REPLACE, x, y, w, h)
+        Gimp.Selection.feather(image, feather)
+        layer.edit_clear()
+        Gimp.Selection.none(image)
     if job.get("offset"):
         layer.set_offsets(*job["offset"])
     if job.get("select"):
@@ -78,6 +87,8 @@ def restore_job(job, folder, result):
     for index, drawable in enumerate(drawables):
         dump(drawable, os.path.join(folder, f"after{index}.npy"))
     result["offsets"] = list(layer.get_offsets()[1:])
+    if job.get("export"):
+        Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(job["export"]), None)
     if job.get("save_xcf"):
         Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(job["save_xcf"]), None)
     image.delete()

@@ -121,6 +121,7 @@ def test_exif_orientation_is_applied_and_icc_profile_kept(tmp_path, capsys):
     image = Image.fromarray(natural_image(48, 80))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    exif[0x010F] = "Testcam"  # Make: any other tag must survive
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     source = tmp_path / "rotated.jpg"
     image.save(source, quality=30, exif=exif, icc_profile=icc)
@@ -130,19 +131,71 @@ def test_exif_orientation_is_applied_and_icc_profile_kept(tmp_path, capsys):
     assert restored.size == (48, 80)  # upright: width and height swapped
     assert restored.info.get("icc_profile") == icc
     assert restored.getexif().get(0x0112, 1) == 1
+    assert restored.getexif().get(0x010F) == "Testcam"
 
 
-def test_sixteen_bit_png_stays_sixteen_bit(tmp_path, capsys):
+def test_sixteen_bit_png_stays_sixteen_bit_with_its_profile_and_tags(tmp_path, capsys):
     import cv2
+    from PIL import ImageCms
+
+    from fbcnn_plugins.png_metadata import add_png_metadata
 
     deep = (natural_image(48, 56).astype(np.uint16) * 257 + 100)
     source = tmp_path / "deep.png"
     cv2.imwrite(str(source), deep[:, :, ::-1])
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "Deepcam"
+    add_png_metadata(source, icc_profile=icc, exif=exif.tobytes())
     target = tmp_path / "deep_out.png"
     code, _, err = run_cli("restore", source, "-o", target, "--qf", "40", capsys=capsys)
     assert code == 0, err
     restored = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
     assert restored.dtype == np.uint16 and restored.shape == deep.shape
+    with Image.open(target) as written:
+        assert written.info.get("icc_profile") == icc
+        assert written.getexif().get(0x010F) == "Deepcam"
+
+
+@pytest.mark.parametrize("name", ["deep.tiff", "photo.webp", "photo.bmp"])
+def test_tiff_webp_and_bmp_inputs(tmp_path, capsys, name):
+    import cv2
+
+    source = tmp_path / name
+    pixels = natural_image(40, 48, seed=3)
+    if name.endswith(".tiff"):
+        pixels = pixels.astype(np.uint16) * 257
+        cv2.imwrite(str(source), pixels[:, :, ::-1])
+    else:
+        Image.fromarray(pixels).save(source)
+    target = tmp_path / f"out{source.suffix}"
+    code, _, err = run_cli("restore", source, "-o", target, "--qf", "30", capsys=capsys)
+    assert code == 0, err
+    restored = cv2.imread(str(target), cv2.IMREAD_UNCHANGED)
+    assert restored.shape == pixels.shape and restored.dtype == pixels.dtype
+    assert not np.array_equal(restored[:, :, ::-1], pixels)
+
+
+def test_one_output_file_for_several_inputs_is_refused(photos, tmp_path, capsys):
+    target = tmp_path / "all.png"
+    code, _, err = run_cli("restore", photos / "p0.jpg", photos / "p1.jpg", "-o", target, capsys=capsys)
+    assert code == 2 and "name a folder" in err
+    assert not target.exists()
+
+
+def test_an_output_that_appears_while_writing_is_not_clobbered(tmp_path):
+    from fbcnn_plugins.core.atomic import atomic_target
+
+    target = tmp_path / "out.png"
+    with pytest.raises(FileExistsError):
+        with atomic_target(target, replace=False) as temporary:
+            temporary.write_bytes(b"new")
+            target.write_bytes(b"someone else's")  # another process got there first
+    assert target.read_bytes() == b"someone else's"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary left behind
+    with atomic_target(tmp_path / "fresh.png", replace=False) as temporary:
+        temporary.write_bytes(b"mine")
+    assert (tmp_path / "fresh.png").read_bytes() == b"mine"
 
 
 def test_bad_options_fail_cleanly(photos, capsys):

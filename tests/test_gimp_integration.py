@@ -94,12 +94,16 @@ def core_output(pixels: np.ndarray, qf: int) -> np.ndarray:
 def test_fixed_qf_matches_the_core(gimp3):
     folder = gimp3.folder()
     source = jpeg_file(folder, 20)
-    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source),
+    exported = folder / "restored.png"
+    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source), "export": gimp3.inside(exported),
                                 "arguments": {"automatic-qf": False, "qf": 20}})
     assert result["success"], result
     before, after = np.load(folder / "before.npy"), np.load(folder / "after.npy")
     expected = core_output(before, 20)
     assert np.abs(after - expected).max() <= EIGHT_BIT
+    # The file GIMP exports holds the same pixels.
+    written = np.asarray(Image.open(exported).convert("RGB"), np.float32) / 255.0
+    assert np.abs(written - expected).max() <= EIGHT_BIT
     assert np.abs(after - before).mean() > 1e-3  # something was restored
     assert result["report"][-1]["qf"] == {**result["report"][-1]["qf"], "value": 20, "source": "given"}
 
@@ -153,6 +157,19 @@ def test_every_selected_layer_is_restored(gimp3):
         before, after = np.load(folder / f"before{index}.npy"), np.load(folder / f"after{index}.npy")
         assert np.abs(after - core_output(before, 20)).max() <= EIGHT_BIT
     assert not np.array_equal(np.load(folder / "before0.npy"), np.load(folder / "before1.npy"))
+
+
+def test_gray_layer_with_alpha_keeps_its_alpha(gimp3):
+    folder = gimp3.folder()
+    source = jpeg_file(folder, 20, seed=8)
+    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source), "gray": True,
+                                "alpha_hole": [30, 20, 50, 40, 12],
+                                "arguments": {"automatic-qf": False, "qf": 20}})
+    assert result["success"], result
+    before, after = np.load(folder / "before.npy"), np.load(folder / "after.npy")
+    assert before.shape[2] == 2 and len(np.unique(before[:, :, 1])) > 10  # gray + a soft alpha
+    assert np.array_equal(after[:, :, 1], before[:, :, 1])
+    assert np.abs(after - core_output(before, 20)).max() <= EIGHT_BIT
 
 
 def test_sixteen_bit_image(gimp3):

@@ -102,15 +102,23 @@ def test_worker_estimate_prefers_the_jpeg_header(worker, tmp_path):
     path = tmp_path / "photo.jpg"
     Image.fromarray(natural_image()).save(path, quality=33)
     pixels = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
-    from_file = _request(worker, "estimate", pixels, jpeg_path=str(path))[0]["qf"]
+    size = [pixels.shape[1], pixels.shape[0]]
+    from_file = _request(worker, "estimate", pixels, jpeg_path=str(path), image_size=size)[0]["qf"]
     assert from_file["source"] == "header" and from_file["value"] == 33
     assert from_file["predicted"] is not None
+    # A selection's region of that image: still the file's compression.
+    region = _request(worker, "estimate", pixels[8:72, 16:80], jpeg_path=str(path), image_size=size)[0]["qf"]
+    assert region["source"] == "header" and region["value"] == 33
     # The same pixels with no file behind them: the network's prediction, as a number in range.
     alone = _request(worker, "estimate", pixels)[0]["qf"]
     assert alone["source"] == "predicted" and 1 <= alone["value"] <= 100
-    # A JPEG file of another size (the layer was scaled since): its header no longer applies.
-    cropped = _request(worker, "estimate", pixels[:64, :64], jpeg_path=str(path))[0]["qf"]
-    assert cropped["source"] != "header"
+    # The image was scaled since it was opened: the file's header no longer applies.
+    scaled = _request(worker, "estimate", pixels[:64, :64], jpeg_path=str(path), image_size=[64, 64])[0]["qf"]
+    assert scaled["source"] != "header"
+    # No file on disk any more: GIMP's jpeg-settings parasite (quality 61 here) speaks for it.
+    parasite = _request(worker, "estimate", pixels, jpeg_path=str(tmp_path / "gone.jpg"), image_size=size,
+                        jpeg_settings=[3, 61, 3, 0, 2, 2, 1, 1, 1, 1])[0]["qf"]
+    assert parasite["source"] == "header" and parasite["value"] == 61
 
 
 def test_worker_reports_bad_requests_and_stays_up(worker):

@@ -13,6 +13,12 @@ def test_paper_config_matches_the_published_size():
     assert flops_per_pixel("paper", 3, size=32) == pytest.approx(5.41e6, rel=2e-3)
 
 
+@pytest.mark.parametrize("config, params, mflop", [("base", 9.36e6, 0.69), ("small", 5.26e6, 0.39), ("tiny", 1.26e6, 0.09)])
+def test_compact_configs_have_the_sizes_the_readme_states(config, params, mflop):
+    assert count_parameters(create_network(config, 3)) == pytest.approx(params, abs=0.005e6)
+    assert flops_per_pixel(config, 3, size=32) / 1e6 == pytest.approx(mflop, abs=0.005)
+
+
 @pytest.mark.parametrize("config", [c.name for c in list_configs() if c.name != "paper"])
 def test_compact_configs_are_much_cheaper(config):
     paper = count_parameters(create_network("paper", 3))

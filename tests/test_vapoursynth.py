@@ -135,6 +135,17 @@ def test_batches_match_single_frames(jpeg_frames, color_path):
         assert np.abs(frame_array(single, n).astype(int) - frame_array(batched, n).astype(int)).max() <= 1
 
 
+def test_batches_of_large_frames_keep_tiling(jpeg_frames, color_path):
+    # 48x64 frames with 32-pixel tiles: a batch must take the tiled path, exactly as single frames do.
+    clip = clip_from_arrays(jpeg_frames, vs.RGBS)
+    single = fbcnn(clip, qf=25, model=color_path, device="cpu", tile=32, overlap=8)
+    batched = fbcnn(clip, qf=25, model=color_path, device="cpu", tile=32, overlap=8, batch_size=3)
+    whole = fbcnn(clip, qf=25, model=color_path, device="cpu", batch_size=3)
+    for n in range(3):
+        assert np.array_equal(frame_array(single, n), frame_array(batched, n))
+    assert not np.array_equal(frame_array(whole, 1), frame_array(batched, 1))
+
+
 def test_qf_smoothing_reduces_flicker_and_stops_at_scene_cuts(color_path):
     frames = [pillow_jpeg(natural_image(48, 64, seed=s), 30) for s in range(8)]
     clip = clip_from_arrays(frames, vs.RGB24)

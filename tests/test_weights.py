@@ -108,3 +108,17 @@ def test_not_an_fbcnn_state_dict_is_named(tmp_path):
     torch.save({"conv.weight": torch.zeros(3, 3, 3, 3)}, path)
     with pytest.raises(WeightsError, match="other.pth.*not an FBCNN state dict"):
         load_weights(path)
+
+
+def test_an_unregistered_config_keeps_its_global_residual(tmp_path):
+    from fbcnn_plugins.core.configs import NetworkConfig
+
+    config = NetworkConfig("custom", (8, 16, 32, 64), 1, 64, global_residual=True)
+    network = config.build(3).eval()
+    path = save_weights(network, tmp_path / "custom.safetensors", config, dtype=torch.float32)
+    loaded = load_weights(path)
+    assert loaded.config.global_residual
+    x = torch.rand(1, 3, 24, 24)
+    control = torch.full((1, 1), 0.5)
+    with torch.no_grad():
+        assert torch.equal(loaded.network(x, control)[0], network(x, control)[0])

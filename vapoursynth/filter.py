@@ -28,6 +28,7 @@ QFSource = Callable[[int, vs.VideoFrame], int]
 PROP_QF = "FBCNN_QF"
 PROP_PREDICTED = "FBCNN_QF_Predicted"
 YUV_MODES = ("rgb", "luma")
+_BATCH_RESULTS_KEPT = 8  # batches' worth of finished frames waiting for their request
 _PREDICTION_CACHE_FRAMES = 256
 
 
@@ -169,7 +170,11 @@ def _qf_source(qf: QFArgument, num_frames: int, func: str) -> QFSource | None:
 
 
 def _through_rgb(clip: vs.VideoNode, matrix: int | None, func: str, **kwargs) -> vs.VideoNode:
-    """YUV -> RGBS (clip's matrix and range) -> clamp -> fbcnn -> back to the clip's own format."""
+    """YUV -> RGBS -> clamp -> fbcnn -> back to the clip's own format.
+
+    Matrix and range come from the first frame: the way back to YUV needs them when the graph is
+    built, and a clip keeps one colorimetry throughout.
+    """
     core = core_of(clip)
     props = clip.get_frame(0).props
     matrix_in = matrix if matrix is not None else props.get("_Matrix")
@@ -220,7 +225,7 @@ class _FrameEngine:
         self.smoothing = smoothing
         self.batch_size = batch_size
         self.predictions: collections.OrderedDict[int, float] = collections.OrderedDict()
-        self.batch_results: dict[int, tuple[np.ndarray, int, float | None]] = {}
+        self.batch_results: collections.OrderedDict[int, tuple[np.ndarray, int, float | None]] = collections.OrderedDict()
         self.lock = threading.Lock()
         use_streams = restorer.device.type == "cuda" and num_streams > 1
         self.streams = itertools.cycle([torch.cuda.Stream(restorer.device) for _ in range(num_streams)]) if use_streams else None
@@ -335,6 +340,9 @@ class _FrameEngine:
         if len(results) > 1:
             with self.lock:
                 self.batch_results.update({k: v for k, v in results.items() if k != n})
+                # Frames of a batch that nobody requests (a trimmed or seeking script) must not pile up.
+                while len(self.batch_results) > _BATCH_RESULTS_KEPT * self.batch_size:
+                    self.batch_results.popitem(last=False)
         return results[n]
 
     def run_network(self, tensors: torch.Tensor, qf: int) -> torch.Tensor:
@@ -349,8 +357,10 @@ class _FrameEngine:
 
     def _run(self, tensors: torch.Tensor, qf: int) -> torch.Tensor:
         restorer = self.restorer
-        if tensors.shape[0] == 1:
-            return restorer.restore_tensor(tensors, qf, gray=self.gray)[0]
+        if tensors.shape[0] == 1 or max(tensors.shape[-2:]) > restorer.tile:
+            # Frames bigger than one tile are restored one by one through the core's tiling, so
+            # batch_size never lifts the memory bound that the tile size sets.
+            return torch.cat([restorer.restore_tensor(t[None], qf, gray=self.gray)[0] for t in tensors])
         _, network = restorer.prepared_network(self.gray)
         control = torch.full((tensors.shape[0], 1), qf_to_scalar(qf), device=restorer.device, dtype=restorer.dtype)
         with torch.inference_mode():

@@ -119,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     ]
     for record in results:
         print(f"error: {record['error']}", file=sys.stderr)
+    out = args.output
+    if out is not None and len(files) > 1 and out.suffix.lower() in (*WRITE_FORMATS, XCF_SUFFIX) and not out.is_dir():
+        print(f"fbcnn restore: {len(files)} inputs need -o to name a folder, not the file {out}", file=sys.stderr)
+        return 2
     jobs = plan_outputs(files, args)
     if jobs:
         try:
@@ -182,7 +186,7 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace) -> dict[str, 
     if job.target.exists() and not args.overwrite:
         raise ImageFileError(f"{job.target}: output exists (use --overwrite to replace it)")
     if job.source.suffix.lower() == XCF_SUFFIX:
-        return _restore_xcf(job, restorer, qf)
+        return _restore_xcf(job, restorer, qf, args.overwrite)
     from fbcnn_plugins.image_files import output_format
 
     output_format(job.target)  # reject an unwritable extension before spending time on the image
@@ -199,12 +203,12 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace) -> dict[str, 
     else:
         result = restorer.restore(image.pixels, qf, progress=progress)
     job.target.parent.mkdir(parents=True, exist_ok=True)
-    write_image(job.target, result.image, icc_profile=image.icc_profile, exif=image.exif)
+    write_image(job.target, result.image, icc_profile=image.icc_profile, exif=image.exif, overwrite=args.overwrite)
     return {"qf": result.qf.value, "qf_source": result.qf.source, "qf_predicted": result.qf.predicted,
             "size": [int(image.pixels.shape[1]), int(image.pixels.shape[0])]}
 
 
-def _restore_xcf(job: Job, restorer, qf) -> dict[str, Any]:
+def _restore_xcf(job: Job, restorer, qf, overwrite: bool) -> dict[str, Any]:
     """Every raster layer of an XCF file restored on its own; the layer stack is written back as XCF."""
     from fbcnn_plugins.xcf_files import read_xcf, restore_xcf
 
@@ -229,7 +233,7 @@ def _restore_xcf(job: Job, restorer, qf) -> dict[str, Any]:
         return result.image
 
     job.target.parent.mkdir(parents=True, exist_ok=True)
-    records = restore_xcf(job.source, job.target, restore_layer)
+    records = restore_xcf(job.source, job.target, restore_layer, overwrite=overwrite)
     if not used:
         raise ImageFileError(f"{job.source}: no raster layer to restore "
                              f"({'; '.join(r['layer'] + ': ' + r['skipped'] for r in records) or 'no layers'})")

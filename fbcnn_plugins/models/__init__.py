@@ -2,7 +2,9 @@
 
 Each entry point resolves to a function returning the path of a weights file
 (its ``.json`` card lies beside it); other packages can register their own in
-the same group.
+the same group.  No gray model is registered until one is trained
+(training/configs/gray-small.toml); gray images meanwhile go to the colour
+model through channel replication.
 """
 
 from __future__ import annotations
@@ -15,6 +17,3 @@ HERE = Path(__file__).resolve().parent
 def color_small() -> Path:
     return HERE / "fbcnn-color-small.safetensors"
 
-
-def gray_small() -> Path:
-    return HERE / "fbcnn-gray-small.safetensors"
