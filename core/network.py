@@ -8,6 +8,8 @@ serves the 72 M-parameter paper network and the compact CPU configs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -160,12 +162,24 @@ class FBCNN(nn.Module):
         """The QF head (after pooling) applied to mean features of shape (N, C)."""
         return self.qf_pred[self.blocks + 2 :](mean_features)
 
-    def forward(self, x: torch.Tensor, qf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, qf: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restored image and predicted q = 1 - QF/100.
+
+        ``qf`` sets the q that drives the decoder: None uses the prediction (blind), a tensor
+        (N, 1) fixes it, and a function maps the prediction to it (training mixes in labels).
+        """
         height, width = x.shape[-2:]
         x = _pad_to_multiple(x)
         x1, x2, x3, x4, bottleneck = self.encode(x)
         predicted = self.qf_pred(bottleneck)
-        control = predicted if qf is None else qf.to(dtype=predicted.dtype, device=predicted.device)
+        if qf is None:
+            control = predicted
+        elif callable(qf):
+            control = qf(predicted)
+        else:
+            control = qf.to(dtype=predicted.dtype, device=predicted.device)
         embedding = self.qf_embed(control)
 
         y = self.m_body_decoder(bottleneck) + x4

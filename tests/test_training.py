@@ -67,6 +67,42 @@ def test_qf_labels_and_double_flags():
     assert torch.equal(make_batches(images)[3]["degraded"], make_batches(images)[3]["degraded"])  # pure in (seed, step)
 
 
+def test_label_control_switches_on_at_its_step_and_keeps_the_patches():
+    images = [natural_image(96, 96, seed=s) for s in range(3)]
+    plain = make_batches(images, double_ratio=0.5)
+    config = DegradationConfig(double_ratio=0.5)
+    labelled = PatchBatches(images, patch_size=32, batch_size=6, degradation=config, seed=1, total_steps=10,
+                            label_control=0.5, label_control_from_step=4)
+    assert "use_label" not in labelled[3]
+    for step in (3, 4, 7):
+        assert torch.equal(plain[step]["degraded"], labelled[step]["degraded"])
+    assert labelled[4]["use_label"].dtype == torch.bool and len(labelled[4]["use_label"]) == 6
+
+
+def test_labels_drive_the_decoder_and_keep_the_image_loss_out_of_the_qf_head():
+    from fbcnn_plugins.core.configs import create_network
+
+    network = create_network("tiny", 3)
+    batch = make_batches([natural_image(96, 96, seed=s) for s in range(2)])[0]
+
+    def qf_head_gradient(batch) -> float:
+        network.zero_grad(set_to_none=False)
+        loss, _ = training_loss(network, batch, qf_weight=0.0)  # the image loss alone
+        loss.backward()
+        return sum(float(p.grad.abs().sum()) for p in network.qf_pred.parameters())
+
+    assert qf_head_gradient(batch) > 0  # the paper's recipe: the image loss trains the QF head too
+    mixed = dict(batch, use_label=torch.tensor([True, False] * 3))
+    assert qf_head_gradient(mixed) == 0
+    # The labelled samples are restored exactly as with their QF given.
+    labelled = dict(batch, use_label=torch.ones(6, dtype=torch.bool))
+    with torch.no_grad():
+        given, _ = network(batch["degraded"], (1 - batch["qf"] / 100).unsqueeze(1))
+        restored, _ = network(labelled["degraded"], lambda p: torch.where(labelled["use_label"].unsqueeze(1),
+                                                                        (1 - batch["qf"] / 100).unsqueeze(1), p))
+    assert torch.equal(given, restored)
+
+
 @pytest.fixture()
 def tiny_config(tmp_path):
     train, val = tmp_path / "train", tmp_path / "val"

@@ -32,6 +32,11 @@ class TrainConfig:
     step_gamma: float = 0.5
     warmup_steps: int = 500
     qf_loss_weight: float = 0.1
+    #: Share of samples whose true QF (the smaller one for double JPEG) drives the decoder instead
+    #: of the predicted QF, from ``label_control_from_step`` on; while it is on, the prediction is
+    #: detached where it drives the decoder, so the QF head learns from its own loss only.
+    label_control: float = 0.0
+    label_control_from_step: int = 0
     grad_clip: float = 0.0
     seed: int = 0
     workers: int = 1

@@ -113,6 +113,8 @@ class PatchBatches(torch.utils.data.Dataset):
         degradation: DegradationConfig,
         seed: int,
         total_steps: int,
+        label_control: float = 0.0,
+        label_control_from_step: int = 0,
     ) -> None:
         small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch_size + 3 * GRID]
         if small:
@@ -123,6 +125,8 @@ class PatchBatches(torch.utils.data.Dataset):
         self.degradation = degradation
         self.seed = seed
         self.total_steps = total_steps
+        self.label_control = label_control
+        self.label_control_from_step = label_control_from_step
         areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
         self.image_weights = areas / areas.sum()
 
@@ -144,12 +148,16 @@ class PatchBatches(torch.utils.data.Dataset):
             degraded_batch.append(sample.degraded)
             qfs.append(sample.qf)
             doubles.append(sample.is_double)
-        return {
+        batch = {
             "clean": _to_tensor(clean_batch),
             "degraded": _to_tensor(degraded_batch),
             "qf": torch.tensor(qfs, dtype=torch.float32),
             "double": torch.tensor(doubles, dtype=torch.bool),
         }
+        if self.label_control and step >= self.label_control_from_step:
+            # Drawn after the patches, so the patches of every step stay what they were without it.
+            batch["use_label"] = torch.from_numpy(rng.random(self.batch_size) < self.label_control)
+        return batch
 
 
 def _to_tensor(patches: list[np.ndarray]) -> torch.Tensor:

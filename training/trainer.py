@@ -52,10 +52,23 @@ def learning_rate_factor(config: TrainConfig) -> Callable[[int], float]:
 def training_loss(
     network: torch.nn.Module, batch: dict[str, torch.Tensor], qf_weight: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 on pixels plus weighted L1 on q = 1 - QF/100; double-JPEG samples get no QF loss (paper eq. 5)."""
-    restored, predicted = network(batch["degraded"])
-    image_loss = F.l1_loss(restored, batch["clean"])
+    """L1 on pixels plus weighted L1 on q = 1 - QF/100; double-JPEG samples get no QF loss (paper eq. 5).
+
+    With the paper's recipe the predicted QF drives the decoder and the image loss flows back
+    into the QF head.  On a small budget that lets the head settle on the median QF and the
+    decoder ignore it (the QF control then does nothing); batches with ``use_label`` drive
+    the decoder with true labels instead, so the control means what it says.
+    """
     target = (1.0 - batch["qf"] / 100.0).unsqueeze(1)
+    control = None
+    if "use_label" in batch:
+        use_label = batch["use_label"].unsqueeze(1)
+
+        def control(predicted: torch.Tensor) -> torch.Tensor:
+            return torch.where(use_label, target.to(predicted.dtype), predicted.detach())
+
+    restored, predicted = network(batch["degraded"], control)
+    image_loss = F.l1_loss(restored, batch["clean"])
     single = (~batch["double"]).float().unsqueeze(1)
     qf_loss = (torch.abs(predicted - target) * single).sum() / single.sum().clamp(min=1.0)
     loss = image_loss + qf_weight * qf_loss
@@ -113,6 +126,12 @@ def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
     with atomic_target(path) as tmp:
         torch.save(state, tmp)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group: only the main process may react (save, then stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -195,10 +214,12 @@ class Trainer:
         dataset = PatchBatches(
             images, patch_size=config.patch_size, batch_size=config.batch_size,
             degradation=config.degradation, seed=config.seed, total_steps=config.steps,
+            label_control=config.label_control, label_control_from_step=config.label_control_from_step,
         )
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=range(self.step, end), num_workers=config.workers,
             prefetch_factor=4 if config.workers else None, persistent_workers=False,
+            worker_init_fn=_ignore_stop_signals,
         )
         validation = ValidationSet(config) if validate and config.val_every else None
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
