@@ -2,10 +2,12 @@
 
 A dialog or a report can show a single number.  The most trustworthy source
 wins: the JPEG file's own tables when the pixels are still that file's
-(same size, libjpeg tables), then FBCNN-D when the pixels carry a
-non-aligned double-compression signature (where the network's single
-prediction is known to land between the two qualities), and otherwise the
-network's prediction.
+(same size, libjpeg tables), then FBCNN-D when the pixels carry a JPEG
+signature (it reads the QF of a single JPEG exactly on ../shared/data/val,
+and finds the stronger compression of a non-aligned double JPEG, where the
+network's single prediction lands between the two qualities), and otherwise
+the network's prediction (resized or never-compressed pixels, where FBCNN-D
+finds no grid).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def choose_qf(
     jpeg_path: str | os.PathLike[str] | None = None,
     header: QFEstimate | None = None,
 ) -> QFEstimate:
-    """Header (given, or read from ``jpeg_path``), else FBCNN-D on double-compressed pixels, else the network.
+    """Header (given, or read from ``jpeg_path``), else FBCNN-D on the pixels, else the network.
 
     ``predicted`` is always filled in, so a caller can show both numbers.
     """
@@ -58,8 +60,8 @@ def choose_qf(
         scale = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255.0 / 65535.0}.get(color.dtype, 255.0)
         eight_bit = np.clip(np.rint(color.astype(np.float32) * scale), 0, 255).astype(np.uint8)
         found = dominant_quality(eight_bit)
-        if found.quality is not None and found.double_compressed:
-            chosen = QFEstimate(found.quality, "dominant", shift=found.shift, double_compressed=True)
+        if found.quality is not None:
+            chosen = QFEstimate(found.quality, "dominant", shift=found.shift, double_compressed=found.double_compressed)
     if chosen is None:
         chosen = QFEstimate(clamp_qf(predicted), "predicted")
     chosen.predicted = predicted

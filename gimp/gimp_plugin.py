@@ -31,7 +31,7 @@ DEVICES = (("auto", "Automatic (GPU when available)"), ("cpu", "CPU"), ("cuda", 
 SOURCES = {
     "header": "from the JPEG file's quantization tables",
     "predicted": "predicted by the network",
-    "dominant": "double-compressed image, stronger compression (FBCNN-D)",
+    "dominant": "read from the pixels' JPEG grid (FBCNN-D)",
     "given": "as set",
 }
 
@@ -126,8 +126,8 @@ def _covers_image(drawable, image):
 
 def _describe(estimate):
     text = SOURCES.get(estimate["source"], estimate["source"])
-    if estimate["source"] == "dominant" and estimate.get("shift"):
-        text += f", grid shift {estimate['shift'][0]},{estimate['shift'][1]}"
+    if estimate["source"] == "dominant" and estimate.get("double_compressed") and estimate.get("shift"):
+        text += f", compressed twice: the stronger one, on grid shift {estimate['shift'][0]},{estimate['shift'][1]}"
     if estimate["source"] != "predicted" and estimate.get("predicted") is not None:
         text += f"; the network predicts {estimate['predicted']:.0f}"
     return f"Estimated JPEG quality: {estimate['value']} ({text})"

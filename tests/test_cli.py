@@ -231,3 +231,19 @@ def test_no_inputs_at_all_is_a_usage_error(tmp_path, capsys):
     empty.mkdir()
     code, _, err = run_cli("restore", empty, capsys=capsys)
     assert code == 2 and "no input files" in err
+
+
+def test_auto_qf_reads_the_file_then_the_pixels(tmp_path, capsys):
+    from fbcnn_plugins.core.jpeg import jpeg_roundtrip
+
+    pixels = natural_image(96, 128, seed=4)
+    jpeg = tmp_path / "shot.jpg"
+    Image.fromarray(pixels).save(jpeg, quality=35)
+    screenshot = tmp_path / "shot-as-png.png"  # the same JPEG damage, but no JPEG file any more
+    Image.fromarray(jpeg_roundtrip(pixels, 25)).save(screenshot)
+    code, out, err = run_cli("restore", jpeg, screenshot, "--json", capsys=capsys)
+    assert code == 0, err
+    used = {Path(f["input"]).name: f for f in json.loads(out)["files"]}
+    assert used["shot.jpg"]["qf_source"] == "header" and used["shot.jpg"]["qf"] == 35
+    assert used["shot-as-png.png"]["qf_source"] == "dominant" and abs(used["shot-as-png.png"]["qf"] - 25) <= 2
+    assert used["shot-as-png.png"]["qf_predicted"] is not None

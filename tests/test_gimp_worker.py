@@ -109,9 +109,12 @@ def test_worker_estimate_prefers_the_jpeg_header(worker, tmp_path):
     # A selection's region of that image: still the file's compression.
     region = _request(worker, "estimate", pixels[8:72, 16:80], jpeg_path=str(path), image_size=size)[0]["qf"]
     assert region["source"] == "header" and region["value"] == 33
-    # The same pixels with no file behind them: the network's prediction, as a number in range.
+    # The same pixels with no file behind them: FBCNN-D reads the QF from their JPEG grid.
     alone = _request(worker, "estimate", pixels)[0]["qf"]
-    assert alone["source"] == "predicted" and 1 <= alone["value"] <= 100
+    assert alone["source"] == "dominant" and abs(alone["value"] - 33) <= 2 and not alone["double_compressed"]
+    # Pixels with no JPEG grid at all (never compressed): the network's prediction, a number in range.
+    clean = _request(worker, "estimate", natural_image().astype(np.float32) / 255.0)[0]["qf"]
+    assert clean["source"] == "predicted" and 1 <= clean["value"] <= 100
     # The image was scaled since it was opened: the file's header no longer applies.
     scaled = _request(worker, "estimate", pixels[:64, :64], jpeg_path=str(path), image_size=[64, 64])[0]["qf"]
     assert scaled["source"] != "header"

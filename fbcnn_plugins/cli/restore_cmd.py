@@ -33,7 +33,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", type=Path, metavar="OUT",
                         help="output file (one input) or folder (default: next to each input)")
     parser.add_argument("--qf", default="auto", metavar="auto|predicted|dominant|header|N",
-                        help="quality factor driving the restoration: auto/predicted (the network's estimate), "
+                        help="quality factor driving the restoration: auto (the JPEG file's tables when they apply, "
+                        "else FBCNN-D from the pixels, else the network), predicted (the network's estimate), "
                         "dominant (FBCNN-D, for double-compressed images), header (the JPEG file's tables) or 1..100")
     parser.add_argument("--model", metavar="NAME|PATH", help="registered model name or weights file (default: by image type)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -200,6 +201,12 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace) -> dict[str, 
             raise ImageFileError(f"{job.source}: --qf header needs a JPEG file (this one has no JPEG tables)")
         result = restorer.restore(image.pixels, header.quality, progress=progress)
         result.qf.source = "header"
+    elif qf == "auto":
+        from fbcnn_plugins.core.qf_choice import choose_qf
+
+        chosen = choose_qf(restorer, image.pixels, jpeg_path=job.source)
+        result = restorer.restore(image.pixels, chosen.value, progress=progress)
+        result.qf = chosen
     else:
         result = restorer.restore(image.pixels, qf, progress=progress)
     job.target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +234,14 @@ def _restore_xcf(job: Job, restorer, qf, overwrite: bool) -> dict[str, Any]:
     used = []
 
     def restore_layer(layer, pixels):
-        result = restorer.restore(pixels, layer_qf)
+        if layer_qf == "auto":  # each layer's own JPEG grid (a pasted photo has its own), else the network
+            from fbcnn_plugins.core.qf_choice import choose_qf
+
+            chosen = choose_qf(restorer, pixels)
+            result = restorer.restore(pixels, chosen.value)
+            result.qf = chosen
+        else:
+            result = restorer.restore(pixels, layer_qf)
         used.append({"layer": layer.name, "qf": result.qf.value,
                      "qf_source": "header" if qf == "header" else result.qf.source})
         return result.image
