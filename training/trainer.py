@@ -95,18 +95,21 @@ class ValidationSet:
         network.eval()
         report = {}
         for qf, pairs in self.cases.items():
-            jpeg_psnrs, out_psnrs, predicted = [], [], []
+            jpeg_psnrs, out_psnrs, given_psnrs, predicted = [], [], [], []
             for clean, degraded in pairs:
                 x = _to_batch(degraded)
                 restored, q = network(x)
-                out = _to_uint8(restored)
+                # The same image driven by its true QF: the decoder's quality apart from the QF head's.
+                given, _ = network(x, torch.full_like(q, 1.0 - qf / 100.0))
                 jpeg_psnrs.append(psnr(clean, degraded))
-                out_psnrs.append(psnr(clean, out))
+                out_psnrs.append(psnr(clean, _to_uint8(restored)))
+                given_psnrs.append(psnr(clean, _to_uint8(given)))
                 predicted.append(100.0 * (1.0 - float(q)))
             report[str(qf)] = {
                 "psnr_jpeg": float(np.mean(jpeg_psnrs)),
                 "psnr_out": float(np.mean(out_psnrs)),
                 "gain": float(np.mean(out_psnrs) - np.mean(jpeg_psnrs)),
+                "gain_given_qf": float(np.mean(given_psnrs) - np.mean(jpeg_psnrs)),
                 "qf_predicted": float(np.mean(predicted)),
             }
         network.train()
