@@ -20,7 +20,9 @@ def plot_curves(estimate: DominantQF, out: str | Path, title: str = "", shown: i
     shifts = list(dict.fromkeys([(0, 0), *([estimate.shift] if estimate.shift else []), *ranked]))[:shown]
     figure, axis = plt.subplots(figsize=(7, 4))
     for shift in shifts:
-        axis.plot(QUALITIES, estimate.curves[shift], lw=1, label=f"shift {shift}")
+        # Shifted grids are measured on their lowest frequencies only (see qf_estimation).
+        scope = "all coefficients" if shift == (0, 0) else "low frequencies"
+        axis.plot(QUALITIES, estimate.curves[shift], lw=1, label=f"shift {shift} ({scope})")
         if shift in estimate.minima:
             quality, mse = estimate.minima[shift]
             axis.plot([quality], [mse], "o", color=axis.lines[-1].get_color())

@@ -11,7 +11,8 @@ from PIL import Image
 from fbcnn_plugins.cli.main import main
 from fbcnn_plugins.core.jpeg import double_jpeg, jpeg_roundtrip
 from fbcnn_plugins.core.qf_estimation import (
-    brute_force_curve, dominant_quality, header_quality, select_dominant,
+    ZIGZAG, _all_tables, block_dct, brute_force_curve, dominant_quality, first_local_minimum, header_quality,
+    recompression_mse, select_dominant,
 )
 from fbcnn_plugins.core.restorer import Restorer
 
@@ -61,6 +62,29 @@ def test_fast_path_picks_the_same_qf_as_real_re_encoding(case):
     assert fast.quality == brute.quality and fast.shift == brute.shift
     expected = case[1]
     assert abs(fast.quality - expected) <= 2
+
+
+@pytest.mark.parametrize("count", [64, 21, 5])
+def test_recompression_mse_equals_quantising_with_every_table(count):
+    plane = jpeg_roundtrip(natural_image(96, 128, seed=3)[:, :, 0], 35).astype(np.float32)
+    coefficients = block_dct(plane[3:, 5:]).astype(np.float64)
+    chosen = [int(index) for index in ZIGZAG[:count]]
+    expected = []
+    for table in _all_tables()[0]:
+        steps = table[chosen]
+        values = coefficients[:, chosen]
+        expected.append(np.mean((values - steps * np.round(values / steps)) ** 2))
+    np.testing.assert_allclose(recompression_mse(coefficients, tuple(chosen)), expected, rtol=1e-4)
+
+
+def test_current_grid_curve_follows_real_re_encoding():
+    plane = jpeg_roundtrip(natural_image(200, 200, seed=2)[:, :, 1], 40)
+    fast = dominant_quality(plane, crop=None).curves[(0, 0)]
+    brute = brute_force_curve(plane, (0, 0), gray_encode)
+    # libjpeg rounds and clips pixels after the inverse DCT; the coefficient-domain error does not.
+    assert first_local_minimum(fast, prominence=0.2) == first_local_minimum(brute, prominence=0.2) == 39
+    relative = np.abs(fast - brute) / np.maximum(brute, 1e-9)
+    assert np.median(relative) < 0.1 and fast[39] < 1.0 and brute[39] < 1.0
 
 
 def test_dominant_finds_the_first_compression_of_a_non_aligned_double_jpeg():
