@@ -4,7 +4,9 @@ Peers: ffmpeg's ``spp`` post-processing filter, BM3D (PyPI ``bm3d``) and
 OpenCV's non-local means.  None of them knows the JPEG quality, so each gets
 its strength tuned per QF on the first ``--calibrate`` images (the best of a
 small grid by mean PSNR); the comparison runs on the images after those.
-FBCNN runs blind (the QF it predicts).  Colour images, RGB PSNR, JPEG through
+FBCNN runs blind twice: with the QF its own branch predicts, and with the
+FBCNN-D estimate from the pixels (what ``fbcnn restore`` uses for an image
+without a JPEG header).  Colour images, RGB PSNR, JPEG through
 libjpeg as in training and ``fbcnn eval``.
 
     python benchmarks/compare_peers.py --limit 12
@@ -113,15 +115,19 @@ def main() -> None:
     restorer.restore(tuning[0][:64, :64] if tuning else test[0][:64, :64])  # load the model outside the timings
     megapixels = sum(im.shape[0] * im.shape[1] for im in test) / 1e6
     print(f"{len(test)} test images ({megapixels:.2f} MP), {len(tuning)} calibration images, from {args.images}")
-    header = f"{'QF':>3} {'JPEG dB':>8} {'FBCNN':>14}" + "".join(f"{name:>22}" for name in peers)
+    fbcnn_modes = ("predicted", "dominant")
+    header = f"{'QF':>3} {'JPEG dB':>8}" + "".join(f"{'FBCNN ' + m:>18}" for m in fbcnn_modes)
+    header += "".join(f"{name:>22}" for name in peers)
     print(header)
     for qf in args.qf:
         jpegs = [jpeg_roundtrip(clean, qf) for clean in test]
         base = np.mean([psnr(c, j) for c, j in zip(test, jpegs)])
         cells = []
-        started = time.perf_counter()
-        gain = np.mean([psnr(c, restorer.restore(j).image) for c, j in zip(test, jpegs)]) - base
-        cells.append(f"{gain:+.2f} {(time.perf_counter() - started) / megapixels:5.1f}s")
+        for mode in fbcnn_modes:
+            started = time.perf_counter()
+            qf_request = None if mode == "predicted" else mode
+            gain = np.mean([psnr(c, restorer.restore(j, qf=qf_request).image) for c, j in zip(test, jpegs)]) - base
+            cells.append(f"{gain:+.2f} {(time.perf_counter() - started) / megapixels:5.1f}s")
         for name in peers:
             method, grid, knob = PEERS[name]
             strength = calibrate(method, grid, tuning, qf)
@@ -129,7 +135,9 @@ def main() -> None:
             gain = np.mean([psnr(c, method(j, strength)) for c, j in zip(test, jpegs)]) - base
             seconds = (time.perf_counter() - started) / megapixels
             cells.append(f"{gain:+.2f} {seconds:5.1f}s {knob}={strength:g}")
-        print(f"{qf:>3} {base:>8.2f} {cells[0]:>14}" + "".join(f"{c:>22}" for c in cells[1:]), flush=True)
+        fbcnn_cells = "".join(f"{c:>18}" for c in cells[: len(fbcnn_modes)])
+        peer_cells = "".join(f"{c:>22}" for c in cells[len(fbcnn_modes) :])
+        print(f"{qf:>3} {base:>8.2f}{fbcnn_cells}{peer_cells}", flush=True)
     print("cells: mean PSNR gain over the JPEG input (dB), seconds per megapixel, tuned strength")
 
 
