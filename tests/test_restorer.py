@@ -7,7 +7,7 @@ import torch
 from fbcnn_plugins.core.device import DeviceError, resolve_device, resolve_precision
 from fbcnn_plugins.core.restorer import Restorer
 
-from conftest import natural_image, pillow_jpeg
+from conftest import natural_image, needs_shared, pillow_jpeg
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,22 @@ def test_bf16_on_cpu_stays_close_to_fp32(tiny_color_model, jpeg_rgb):
     fp32 = Restorer(tiny_color_model, device="cpu").restore(jpeg_rgb, qf=20).image.astype(float)
     bf16 = Restorer(tiny_color_model, device="cpu", precision="bf16").restore(jpeg_rgb, qf=20).image.astype(float)
     assert np.abs(fp32 - bf16).mean() < 3.0
+
+
+@needs_shared
+@pytest.mark.parametrize("gray", [False, True], ids=["color", "gray"])
+def test_bundled_models_are_picked_per_image_and_remove_real_jpeg_damage(gray):
+    """The shipped weights themselves: the right model per image type, a real gain, a sane QF."""
+    from fbcnn_plugins.core.jpeg import rgb_to_y
+    from fbcnn_plugins.core.metrics import psnr
+
+    clean = natural_image(256, 256, seed=4)
+    if gray:
+        clean = rgb_to_y(clean)
+    degraded = pillow_jpeg(clean, 20)
+    restorer = Restorer(device="cpu")
+    assert restorer.model_for(gray).name == ("fbcnn-gray-small" if gray else "fbcnn-color-small")
+    result = restorer.restore(degraded)
+    assert result.image.shape == clean.shape and result.image.dtype == np.uint8
+    assert psnr(clean, result.image) > psnr(clean, degraded) + 0.5
+    assert abs(result.qf.predicted - 20) < 10  # the QF head was trained to read the damage

@@ -14,7 +14,7 @@ from fbcnn_plugins.training.config import TrainConfig, load_train_config
 from fbcnn_plugins.training.data import DegradationConfig, PatchBatches, QualityDistribution, load_training_image
 from fbcnn_plugins.training.evaluation import Condition, evaluate
 from fbcnn_plugins.training.export import export_run
-from fbcnn_plugins.training.trainer import Trainer, load_checkpoint, training_loss
+from fbcnn_plugins.training.trainer import Trainer, load_checkpoint, prepare_batch, read_log, training_loss
 
 from conftest import REPO, natural_image
 
@@ -83,7 +83,7 @@ def test_labels_drive_the_decoder_and_keep_the_image_loss_out_of_the_qf_head():
     from fbcnn_plugins.core.configs import create_network
 
     network = create_network("tiny", 3)
-    batch = make_batches([natural_image(96, 96, seed=s) for s in range(2)])[0]
+    batch = prepare_batch(make_batches([natural_image(96, 96, seed=s) for s in range(2)])[0])
 
     def qf_head_gradient(batch) -> float:
         network.zero_grad(set_to_none=False)
@@ -122,7 +122,7 @@ def test_a_few_steps_reduce_the_loss(tiny_config, tmp_path):
     # Start from a random tail (not the identity the trainer sets up), so 40 steps have something to fix.
     torch.manual_seed(0)
     trainer.network.m_tail.reset_parameters()
-    probe = make_batches([natural_image(80, 80, seed=5)], single=QualityDistribution([(1.0, 10, 10)]))[0]
+    probe = prepare_batch(make_batches([natural_image(80, 80, seed=5)], single=QualityDistribution([(1.0, 10, 10)]))[0])
     with torch.no_grad():
         before, _ = training_loss(trainer.network.eval(), probe, 0.1)
     trainer.train(validate=False)
@@ -143,6 +143,14 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     second.train(max_steps=3, validate=False)
     for key, value in straight.network.state_dict().items():
         assert torch.equal(value, second.network.state_dict()[key]), key
+
+
+def test_a_time_budget_ends_the_run_and_decays_the_rate_over_it(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config, tmp_path / "run", log=lambda _: None)
+    trainer.train(time_budget=1.5, validate=False, report_every=1)
+    assert 0 < trainer.step < 10**6 and (tmp_path / "run" / "last.pt").exists()
+    rates = [r["lr"] for r in read_log(tmp_path / "run") if r["kind"] == "train"]
+    assert rates[0] > rates[-1] and rates[-1] < 0.2 * tiny_config.lr  # the cosine ran to (near) its end
 
 
 def test_export_round_trip_is_bit_exact_and_carries_the_record(tiny_config, tmp_path):

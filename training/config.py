@@ -39,6 +39,10 @@ class TrainConfig:
     label_control_from_step: int = 0
     grad_clip: float = 0.0
     seed: int = 0
+    #: Where the steps run: auto (CUDA, then MPS, then CPU), cpu, cuda[:N]; and fp32, bf16 autocast,
+    #: or auto (bf16 on CUDA, fp32 elsewhere).
+    device: str = "auto"
+    precision: str = "auto"
     workers: int = 1
     threads: int = 0
     checkpoint_every: int = 500

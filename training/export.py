@@ -39,7 +39,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             "data": settings.get("data", {}).get("train_dirs", []),
             "steps": int(state["step"]),
             "train_seconds": round(float(state["elapsed"]), 1),
-            "machine": "2-core x86-64 CPU, fp32",
+            "machine": state.get("machine", "2-thread CPU, fp32"),
             "seed": settings.get("run", {}).get("seed"),
         },
         "validation": validations[-1] if validations else None,

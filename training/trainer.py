@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from fbcnn_plugins.core.atomic import atomic_target
 from fbcnn_plugins.core.configs import create_network
+from fbcnn_plugins.core.device import resolve_device
 from fbcnn_plugins.core.jpeg import jpeg_roundtrip
 from fbcnn_plugins.core.metrics import psnr
 
@@ -34,6 +35,12 @@ CHECKPOINT = "last.pt"
 LOG = "log.jsonl"
 
 
+def cosine_factor(progress: float, floor: float) -> float:
+    """Cosine decay from 1 to ``floor`` as progress goes from 0 to 1."""
+    progress = min(1.0, max(0.0, progress))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def learning_rate_factor(config: TrainConfig) -> Callable[[int], float]:
     """Multiplier of the base LR at a step: linear warm-up, then cosine or step decay."""
 
@@ -42,16 +49,26 @@ def learning_rate_factor(config: TrainConfig) -> Callable[[int], float]:
             return (step + 1) / config.warmup_steps
         if config.schedule == "step":
             return config.step_gamma ** (step // config.step_every)
-        progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-        floor = config.lr_min / config.lr
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return cosine_factor(progress, config.lr_min / config.lr)
 
     return factor
 
 
+def prepare_batch(
+    batch: dict[str, torch.Tensor], device: torch.device = torch.device("cpu"), channels_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """Move a worker's batch to the device; pixels travel as uint8 (a quarter of the bytes) and become floats there."""
+    prepared = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for key in ("clean", "degraded"):
+        prepared[key] = prepared[key].float().div_(255.0).contiguous(memory_format=memory_format)
+    return prepared
+
+
 def training_loss(
     network: torch.nn.Module, batch: dict[str, torch.Tensor], qf_weight: float
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L1 on pixels plus weighted L1 on q = 1 - QF/100; double-JPEG samples get no QF loss (paper eq. 5).
 
     With the paper's recipe the predicted QF drives the decoder and the image loss flows back
@@ -72,7 +89,8 @@ def training_loss(
     single = (~batch["double"]).float().unsqueeze(1)
     qf_loss = (torch.abs(predicted - target) * single).sum() / single.sum().clamp(min=1.0)
     loss = image_loss + qf_weight * qf_loss
-    return loss, {"l1": image_loss.item(), "qf_l1": qf_loss.item()}
+    # Detached tensors, not floats: reading a value would wait for the GPU at every step.
+    return loss, {"l1": image_loss.detach(), "qf_l1": qf_loss.detach()}
 
 
 class ValidationSet:
@@ -93,11 +111,12 @@ class ValidationSet:
     @torch.no_grad()
     def evaluate(self, network: torch.nn.Module) -> dict[str, dict[str, float]]:
         network.eval()
+        device = next(network.parameters()).device
         report = {}
         for qf, pairs in self.cases.items():
             jpeg_psnrs, out_psnrs, given_psnrs, predicted = [], [], [], []
             for clean, degraded in pairs:
-                x = _to_batch(degraded)
+                x = _to_batch(degraded).to(device)
                 restored, q = network(x)
                 # The same image driven by its true QF: the decoder's quality apart from the QF head's.
                 given, _ = network(x, torch.full_like(q, 1.0 - qf / 100.0))
@@ -122,7 +141,7 @@ def _to_batch(image: np.ndarray) -> torch.Tensor:
 
 
 def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
-    array = tensor[0].clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).numpy()
+    array = tensor[0].float().clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
@@ -142,21 +161,46 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: str | Path, *, log: Callable[[str], None] = print) -> None:
+    """One training run.  ``device`` and ``precision`` override the config's [run] settings.
+
+    On a GPU the network runs channels-last under bf16 autocast (when asked for), which is
+    what makes the small configs worth training there: their thin layers are memory-bound.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        log: Callable[[str], None] = print,
+        device: str | None = None,
+        precision: str | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.log = log
+        self.device = resolve_device(device or config.device)
+        self.precision = (precision or config.precision).lower()
+        if self.precision == "auto":
+            # bf16 autocast pays on GPUs; on most CPUs it is slower than fp32.
+            self.precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"training precision must be auto, fp32 or bf16, not {self.precision!r}")
+        self.channels_last = self.device.type == "cuda"
         torch.manual_seed(config.seed)  # the initial weights are part of what the seed reproduces
         self.network = create_network(config.network, 1 if config.gray else 3)
         if self.network.global_residual:
             # Start as the identity: the loss begins at the JPEG input's error and only has to go down.
             torch.nn.init.zeros_(self.network.m_tail.weight)
             torch.nn.init.zeros_(self.network.m_tail.bias)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.network.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config))
         self.step = 0
         self.elapsed = 0.0
         self._stop_requested = False
+        self._deadline: float | None = None
+        self._lr_used = config.lr
 
     # -- checkpoints -------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -170,7 +214,16 @@ class Trainer:
             "config_name": self.config.name,
             "network_config": self.config.network,
             "gray": self.config.gray,
+            "machine": self.machine(),
         }
+
+    def machine(self) -> str:
+        """Where the steps ran, for the weights' card."""
+        if self.device.type == "cuda":
+            where = torch.cuda.get_device_name(self.device)
+        else:
+            where = f"{torch.get_num_threads()}-thread {self.device.type.upper()}"
+        return f"{where}, {self.precision}"
 
     def save(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,9 +236,11 @@ class Trainer:
         if not path.exists():
             return False
         state = load_checkpoint(path)
+        self.network.to("cpu")
         if state["network_config"] != self.config.network or state["gray"] != self.config.gray:
             raise ValueError(f"{path}: checkpoint is for {state['network_config']} gray={state['gray']}, not this config")
         self.network.load_state_dict(state["network"])
+        self.network.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -201,47 +256,80 @@ class Trainer:
     def _request_stop(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
 
-    def train(self, *, max_steps: int | None = None, validate: bool = True, report_every: int = 20) -> None:
-        """Train up to ``config.steps`` (or ``max_steps`` more steps), checkpointing as it goes."""
+    def train(
+        self,
+        *,
+        max_steps: int | None = None,
+        time_budget: float | None = None,
+        validate: bool = True,
+        report_every: int = 20,
+    ) -> None:
+        """Train up to ``config.steps`` (or ``max_steps`` more steps), checkpointing as it goes.
+
+        With ``time_budget`` (seconds of wall time) the run instead ends when the budget is
+        spent and the cosine schedule runs over time rather than steps: on a lent GPU the
+        minutes are fixed and the step rate is not known in advance.
+        """
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if config.source and not (self.run_dir / "train.toml").exists():
             shutil.copyfile(config.source, self.run_dir / "train.toml")
         if config.threads:
             torch.set_num_threads(config.threads)
-        end = config.steps if max_steps is None else min(config.steps, self.step + max_steps)
+        if time_budget is not None:
+            if time_budget <= 0:
+                raise ValueError("the time budget must be positive")
+            end = self.step + (max_steps if max_steps is not None else 10**9)
+        else:
+            end = config.steps if max_steps is None else min(config.steps, self.step + max_steps)
         if self.step >= end:
             return
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         images = [load_training_image(p, config.gray) for p in list_images(config.train_dirs)]
         images = [im for im in images if min(im.shape[:2]) >= config.patch_size + 3 * GRID]
         dataset = PatchBatches(
             images, patch_size=config.patch_size, batch_size=config.batch_size,
-            degradation=config.degradation, seed=config.seed, total_steps=config.steps,
+            degradation=config.degradation, seed=config.seed, total_steps=end,
             label_control=config.label_control, label_control_from_step=config.label_control_from_step,
         )
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=range(self.step, end), num_workers=config.workers,
             prefetch_factor=4 if config.workers else None, persistent_workers=False,
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=_ignore_stop_signals, pin_memory=self.device.type == "cuda",
         )
         validation = ValidationSet(config) if validate and config.val_every else None
         previous_handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
         self.network.train()
         window_start, window_patches, losses = time.perf_counter(), 0, []
+        budget_start = time.perf_counter()
+        self._deadline = budget_start + time_budget if time_budget is not None else None
+        floor = config.lr_min / config.lr
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         try:
             for batch in loader:
                 started = time.perf_counter()
-                loss, parts = training_loss(self.network, batch, config.qf_loss_weight)
+                if time_budget is not None and self.step >= config.warmup_steps:
+                    factor = cosine_factor((started - budget_start) / time_budget, floor)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = config.lr * factor
+                batch = prepare_batch(batch, self.device, self.channels_last)
+                with autocast:
+                    loss, parts = training_loss(self.network, batch, config.qf_loss_weight)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.network.parameters(), config.grad_clip)
                 self.optimizer.step()
+                self._lr_used = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 self.step += 1
+                out_of_time = time_budget is not None and time.perf_counter() - budget_start >= time_budget
+                if out_of_time:
+                    end = self.step
                 self.elapsed += time.perf_counter() - started
                 window_patches += config.batch_size
-                losses.append((loss.item(), parts["l1"], parts["qf_l1"]))
+                losses.append(torch.stack([loss.detach(), parts["l1"], parts["qf_l1"]]))
                 if self.step % report_every == 0 or self.step == end:
                     self._report(window_start, window_patches, losses, end)
                     window_start, window_patches, losses = time.perf_counter(), 0, []
@@ -252,18 +340,24 @@ class Trainer:
                 if self._stop_requested:
                     self.log(f"stopped at step {self.step}; checkpoint saved")
                     break
+                if self.step >= end:
+                    break
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
 
-    def _report(self, window_start: float, patches: int, losses: list[tuple[float, float, float]], end: int) -> None:
+    def _report(self, window_start: float, patches: int, losses: list[torch.Tensor], end: int) -> None:
+        mean = torch.stack(losses).float().mean(dim=0).cpu().numpy()
         seconds = max(1e-9, time.perf_counter() - window_start)
         rate = patches / seconds
-        mean = np.mean(losses, axis=0)
-        remaining = (end - self.step) * self.config.batch_size / max(rate, 1e-9)
+        if self._deadline is not None:
+            remaining = max(0.0, self._deadline - time.perf_counter())
+        else:
+            remaining = (end - self.step) * self.config.batch_size / max(rate, 1e-9)
+        lr = self._lr_used
         record = {
             "kind": "train", "step": self.step, "loss": float(mean[0]), "l1": float(mean[1]),
-            "qf_l1": float(mean[2]), "lr": self.scheduler.get_last_lr()[0], "patches_per_s": rate,
+            "qf_l1": float(mean[2]), "lr": lr, "patches_per_s": rate,
             "elapsed_s": self.elapsed, "time": time.time(),
         }
         self._append_log(record)

@@ -13,6 +13,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", type=Path, help="where checkpoints and the log go (default: runs/NAME)")
     train.add_argument("--steps", type=int, help="train at most this many more steps in this invocation")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run folder")
+    train.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="stop after this much wall time, with the cosine schedule run over it instead of over steps")
+    train.add_argument("--device", help="override the config's device: auto, cpu, cuda[:N]")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                       help="override the config's precision (bf16: autocast; auto: bf16 on CUDA, else fp32)")
+    train.add_argument("--workers", type=int, help="override the config's number of data-loading processes")
     train.add_argument("--plot", type=Path, metavar="PNG", help="only draw loss and validation PSNR of the run, then exit")
     train.set_defaults(run=run_train)
 
@@ -34,10 +40,13 @@ def run_train(args: argparse.Namespace) -> int:
         plot_run(run_dir, args.plot)
         print(f"wrote {args.plot}")
         return 0
-    trainer = Trainer(config, run_dir)
+    if args.workers is not None:
+        config.workers = args.workers
+    trainer = Trainer(config, run_dir, device=args.device, precision=args.precision)
     if not args.fresh and trainer.resume():
         print(f"resumed {run_dir} at step {trainer.step}")
-    trainer.train(max_steps=args.steps)
+    print(f"training {config.name} on {trainer.machine()}")
+    trainer.train(max_steps=args.steps, time_budget=args.time_budget)
     print(f"checkpoint: {run_dir / 'last.pt'} (step {trainer.step})")
     return 0
 

@@ -2,9 +2,8 @@
 
 Each entry point resolves to a function returning the path of a weights file
 (its ``.json`` card lies beside it); other packages can register their own in
-the same group.  No gray model is registered until one is trained
-(training/configs/gray-small.toml); gray images meanwhile go to the colour
-model through channel replication.
+the same group.  Gray images go to the gray model (trained on the Y channel);
+the colour model also accepts them through channel replication.
 """
 
 from __future__ import annotations
@@ -17,3 +16,7 @@ HERE = Path(__file__).resolve().parent
 def color_small() -> Path:
     return HERE / "fbcnn-color-small.safetensors"
 
+
+
+def gray_small() -> Path:
+    return HERE / "fbcnn-gray-small.safetensors"
