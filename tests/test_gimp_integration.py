@@ -139,11 +139,17 @@ def test_selection_with_soft_edges_on_an_offset_layer(gimp3):
     assert left % 8 == 0 and top % 8 == 0  # the region keeps the JPEG grid
     restored = before.copy()
     restored[top : top + h, left : left + w] = core_output(before[top : top + h, left : left + w], 15)
-    expected = mask[..., None] * restored + (1 - mask[..., None]) * before
-    assert np.abs(after - expected).max() <= 2 * EIGHT_BIT  # GIMP blends in its own precision
+    full = mask >= 1.0
+    assert full.sum() > 100 and np.abs(after - restored)[full].max() <= EIGHT_BIT  # fully selected: the core's pixels
     assert np.array_equal(after[mask == 0], before[mask == 0])  # outside the selection nothing moves
-    soft = (mask > 0.2) & (mask < 0.8)
-    assert soft.sum() > 50 and np.abs(after - before)[soft].max() > 0
+    # The feathered edge mixes the two. GIMP mixes in its own blend space (linear light, not the
+    # perceptual values the mask would weigh), so the test asks for the mix, not a formula:
+    # every soft pixel lies between the input and the restored value, and moves towards the latter.
+    soft = (mask > 0.05) & (mask < 0.95)
+    low, high = np.minimum(before, restored)[soft], np.maximum(before, restored)[soft]
+    assert soft.sum() > 50
+    assert np.all(after[soft] >= low - EIGHT_BIT) and np.all(after[soft] <= high + EIGHT_BIT)
+    assert np.abs(after - before)[soft].max() > 0
 
 
 def test_every_selected_layer_is_restored(gimp3):

@@ -362,7 +362,7 @@ class Trainer:
         }
         self._append_log(record)
         self.log(
-            f"step {self.step}/{end}  loss {mean[0]:.5f}  l1 {mean[1]:.5f}  qf {mean[2]:.4f}  "
+            f"step {self.step}{'' if self._deadline is not None else f'/{end}'}  loss {mean[0]:.5f}  l1 {mean[1]:.5f}  qf {mean[2]:.4f}  "
             f"{rate:.1f} patches/s  ETA {_format_seconds(remaining)}"
         )
         sys.stdout.flush()
