@@ -1,5 +1,6 @@
 """Training pipeline: degradations, labels, learning, exact resume, export, evaluation metrics."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -151,6 +152,20 @@ def test_a_time_budget_ends_the_run_and_decays_the_rate_over_it(tiny_config, tmp
     assert 0 < trainer.step < 10**6 and (tmp_path / "run" / "last.pt").exists()
     rates = [r["lr"] for r in read_log(tmp_path / "run") if r["kind"] == "train"]
     assert rates[0] > rates[-1] and rates[-1] < 0.2 * tiny_config.lr  # the cosine ran to (near) its end
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights(tiny_config, tmp_path):
+    first = Trainer(tiny_config, tmp_path / "first", log=lambda _: None)
+    first.train(max_steps=3, validate=False)
+    exported = export_run(tmp_path / "first", tmp_path / "first.safetensors")
+    for init_from, exact in ((tmp_path / "first" / "last.pt", True), (exported, False)):
+        second = Trainer(dataclasses.replace(tiny_config, init_from=str(init_from)), tmp_path / "second", log=lambda _: None)
+        for key, value in first.network.state_dict().items():
+            expected = value if exact else value.half().float()
+            assert torch.equal(second.network.state_dict()[key], expected), (init_from, key)
+    gray = dataclasses.replace(tiny_config, gray=True, init_from=str(exported))
+    with pytest.raises(ValueError, match="not this config"):
+        Trainer(gray, tmp_path / "gray", log=lambda _: None)
 
 
 def test_export_round_trip_is_bit_exact_and_carries_the_record(tiny_config, tmp_path):

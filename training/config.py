@@ -52,6 +52,9 @@ class TrainConfig:
     val_images: int = 12
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     source: str = ""
+    #: Start from these weights instead of the seed's random ones (a second stage of training):
+    #: a run's ``last.pt`` or exported ``.safetensors``; relative to where ``fbcnn train`` runs.
+    init_from: str = ""
 
 
 def _distribution(raw: Any, default: QualityDistribution) -> QualityDistribution:
@@ -81,6 +84,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
         name=raw.get("name", path.stem),
         network=model.get("config", "small"),
         gray=bool(model.get("gray", False)),
+        init_from=str(model.get("init_from", "")),
         degradation=degradation,
         source=str(path),
         **settings,

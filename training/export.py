@@ -35,7 +35,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     extra = {
         "training": {
             "recipe": "FBCNN-A: single JPEG plus non-aligned double JPEG (libjpeg via OpenCV)",
-            "config_file": f"training/configs/{name.removeprefix('fbcnn-')}.toml",
+            "config_file": state.get("config_file") or f"training/configs/{name.removeprefix('fbcnn-')}.toml",
+            "init_from": state.get("init_from") or None,
             "data": settings.get("data", {}).get("train_dirs", []),
             "steps": int(state["step"]),
             "train_seconds": round(float(state["elapsed"]), 1),

@@ -160,6 +160,23 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The fp32 state dict a second training stage starts from: a run checkpoint or exported weights."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: init_from weights not found")
+    if path.suffix == ".pt":
+        state = load_checkpoint(path)
+        if state["network_config"] != config.network or state["gray"] != config.gray:
+            raise ValueError(f"{path}: checkpoint is for {state['network_config']} gray={state['gray']}, not this config")
+        return state["network"]
+    from fbcnn_plugins.core.weights import load_weights
+
+    loaded = load_weights(path)
+    if loaded.config.name != config.network or loaded.is_gray != config.gray:
+        raise ValueError(f"{path}: weights are for {loaded.config.name} gray={loaded.is_gray}, not this config")
+    return {key: value.float() for key, value in loaded.network.state_dict().items()}
+
+
 class Trainer:
     """One training run.  ``device`` and ``precision`` override the config's [run] settings.
 
@@ -193,6 +210,8 @@ class Trainer:
             # Start as the identity: the loss begins at the JPEG input's error and only has to go down.
             torch.nn.init.zeros_(self.network.m_tail.weight)
             torch.nn.init.zeros_(self.network.m_tail.bias)
+        if config.init_from:
+            self.network.load_state_dict(initial_weights(Path(config.init_from), config))
         self.network.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config))
@@ -215,6 +234,8 @@ class Trainer:
             "network_config": self.config.network,
             "gray": self.config.gray,
             "machine": self.machine(),
+            "config_file": self.config.source,
+            "init_from": self.config.init_from,
         }
 
     def machine(self) -> str:

@@ -19,6 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                        help="override the config's precision (bf16: autocast; auto: bf16 on CUDA, else fp32)")
     train.add_argument("--workers", type=int, help="override the config's number of data-loading processes")
+    train.add_argument("--init-from", metavar="WEIGHTS", help="override the config's init_from (last.pt or .safetensors)")
     train.add_argument("--plot", type=Path, metavar="PNG", help="only draw loss and validation PSNR of the run, then exit")
     train.set_defaults(run=run_train)
 
@@ -42,6 +43,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if args.workers is not None:
         config.workers = args.workers
+    if args.init_from is not None:
+        config.init_from = args.init_from
     trainer = Trainer(config, run_dir, device=args.device, precision=args.precision)
     if not args.fresh and trainer.resume():
         print(f"resumed {run_dir} at step {trainer.step}")
