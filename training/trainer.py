@@ -160,20 +160,24 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _require_network_of(config: TrainConfig, path: Path, network_config: str, gray: bool) -> None:
+    """Weights from another architecture or colour mode would fail later, or silently train the wrong thing."""
+    if network_config != config.network or gray != config.gray:
+        raise ValueError(f"{path}: weights are for {network_config} gray={gray}, not this config")
+
+
 def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
     """The fp32 state dict a second training stage starts from: a run checkpoint or exported weights."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: init_from weights not found")
     if path.suffix == ".pt":
         state = load_checkpoint(path)
-        if state["network_config"] != config.network or state["gray"] != config.gray:
-            raise ValueError(f"{path}: checkpoint is for {state['network_config']} gray={state['gray']}, not this config")
+        _require_network_of(config, path, state["network_config"], state["gray"])
         return state["network"]
     from fbcnn_plugins.core.weights import load_weights
 
     loaded = load_weights(path)
-    if loaded.config.name != config.network or loaded.is_gray != config.gray:
-        raise ValueError(f"{path}: weights are for {loaded.config.name} gray={loaded.is_gray}, not this config")
+    _require_network_of(config, path, loaded.config.name, loaded.is_gray)
     return {key: value.float() for key, value in loaded.network.state_dict().items()}
 
 
@@ -204,6 +208,7 @@ class Trainer:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"training precision must be auto, fp32 or bf16, not {self.precision!r}")
         self.channels_last = self.device.type == "cuda"
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         torch.manual_seed(config.seed)  # the initial weights are part of what the seed reproduces
         self.network = create_network(config.network, 1 if config.gray else 3)
         if self.network.global_residual:
@@ -212,7 +217,7 @@ class Trainer:
             torch.nn.init.zeros_(self.network.m_tail.bias)
         if config.init_from:
             self.network.load_state_dict(initial_weights(Path(config.init_from), config))
-        self.network.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        self.network.to(self.device, memory_format=memory_format)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config))
         self.step = 0
@@ -257,11 +262,8 @@ class Trainer:
         if not path.exists():
             return False
         state = load_checkpoint(path)
-        self.network.to("cpu")
-        if state["network_config"] != self.config.network or state["gray"] != self.config.gray:
-            raise ValueError(f"{path}: checkpoint is for {state['network_config']} gray={state['gray']}, not this config")
-        self.network.load_state_dict(state["network"])
-        self.network.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        _require_network_of(self.config, path, state["network_config"], state["gray"])
+        self.network.load_state_dict(state["network"])  # copies into the parameters, wherever they live
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -345,8 +347,7 @@ class Trainer:
                 self._lr_used = self.optimizer.param_groups[0]["lr"]
                 self.scheduler.step()
                 self.step += 1
-                out_of_time = time_budget is not None and time.perf_counter() - budget_start >= time_budget
-                if out_of_time:
+                if self._deadline is not None and time.perf_counter() >= self._deadline:
                     end = self.step
                 self.elapsed += time.perf_counter() - started
                 window_patches += config.batch_size
