@@ -19,6 +19,7 @@ import torch
 
 from .catalog import load_model
 from .device import resolve_device, resolve_precision
+from .ensemble import self_ensemble
 from .pixels import merge_image, split_image
 from .qf_estimation import dominant_quality
 from .quality import QFEstimate, clamp_qf, parse_qf, qf_to_scalar, scalar_to_qf
@@ -42,7 +43,8 @@ class Restorer:
 
     ``model`` may be ``None`` (the installed default colour or gray model,
     chosen per image), a registered model name, a weights path, or an already
-    loaded model.  Gray images given to a colour model are replicated to three
+    loaded model.  ``self_ensemble`` averages the 8 flips/rotations of each tile (8x the
+    time, for the last tenths of a dB).  Gray images given to a colour model are replicated to three
     channels and the restored channels averaged back, which is what the
     colour model was trained to handle for gray photos.
     """
@@ -55,8 +57,11 @@ class Restorer:
         precision: str | None = None,
         tile: int = DEFAULT_TILE,
         overlap: int = DEFAULT_OVERLAP,
+        self_ensemble: bool = False,
     ) -> None:
         check_tiling(tile, overlap)
+        #: Average the 8 flips/rotations of every tile: a little more quality for 8x the time.
+        self.self_ensemble = self_ensemble
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.tile = tile
@@ -163,7 +168,11 @@ class Restorer:
 
         @torch.inference_mode()
         def process(tile: torch.Tensor) -> torch.Tensor:
-            return network(self.to_device(tile), control)[0]
+            def run(x: torch.Tensor) -> torch.Tensor:
+                return network(x.contiguous(memory_format=torch.channels_last), control)[0]
+
+            tile = self.to_device(tile)
+            return self_ensemble(run, tile) if self.self_ensemble else run(tile)
 
         restored = run_tiled(process, image, tile=self.tile, overlap=self.overlap, progress=progress)
         return restored, estimate

@@ -247,3 +247,14 @@ def test_auto_qf_reads_the_file_then_the_pixels(tmp_path, capsys):
     assert used["shot.jpg"]["qf_source"] == "header" and used["shot.jpg"]["qf"] == 35
     assert used["shot-as-png.png"]["qf_source"] == "dominant" and abs(used["shot-as-png.png"]["qf"] - 25) <= 2
     assert used["shot-as-png.png"]["qf_predicted"] is not None
+
+
+def test_self_ensemble_option_gives_another_restoration(photos, tmp_path, capsys):
+    outputs = {}
+    for flag in ([], ["--self-ensemble"]):
+        target = tmp_path / f"out{len(flag)}.png"
+        code, _, err = run_cli("restore", photos / "p0.jpg", "-o", target, "--qf", "10", *flag, capsys=capsys)
+        assert code == 0, err
+        outputs[bool(flag)] = np.asarray(Image.open(target))
+    assert outputs[True].shape == outputs[False].shape
+    assert 0 < np.abs(outputs[True].astype(int) - outputs[False]).mean() < 3  # the same restoration, averaged

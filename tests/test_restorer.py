@@ -147,3 +147,32 @@ def test_bundled_models_are_picked_per_image_and_remove_real_jpeg_damage(gray):
     assert result.image.shape == clean.shape and result.image.dtype == np.uint8
     assert psnr(clean, result.image) > psnr(clean, degraded) + 0.5
     assert abs(result.qf.predicted - 20) < 10  # the QF head was trained to read the damage
+
+
+def test_ensemble_transforms_are_the_eight_distinct_symmetries_and_undo_exactly():
+    from fbcnn_plugins.core.ensemble import TRANSFORMS, inverse_transform, transform
+
+    image = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).reshape(2, 3, 5, 7)  # non-square: rotations swap H, W
+    seen = set()
+    for index in TRANSFORMS:
+        moved = transform(image, index)
+        assert torch.equal(inverse_transform(moved, index), image)
+        seen.add((tuple(moved.shape), tuple(moved.flatten().tolist())))
+    assert len(seen) == 8
+
+
+def test_self_ensemble_averages_the_orientations_and_beats_one_pass(bundled_color_model):
+    from fbcnn_plugins.core.ensemble import inverse_transform, transform
+    from fbcnn_plugins.core.metrics import psnr
+
+    clean = natural_image(96, 128, seed=6)
+    degraded = pillow_jpeg(clean, 15)
+    one_pass = Restorer(bundled_color_model, device="cpu")
+    ensemble = Restorer(bundled_color_model, device="cpu", self_ensemble=True)
+    averaged = ensemble.restore(degraded, qf=15).image
+    # The same mean built from outside: each orientation restored on its own, turned back, averaged.
+    x = torch.from_numpy(degraded.copy()).permute(2, 0, 1)[None].float() / 255
+    outputs = [inverse_transform(one_pass.restore_tensor(transform(x, i).contiguous(), 15)[0], i) for i in range(8)]
+    expected = np.clip(np.rint(torch.stack(outputs).mean(0)[0].permute(1, 2, 0).numpy() * 255), 0, 255)
+    assert np.abs(averaged.astype(float) - expected).max() <= 1
+    assert psnr(clean, averaged) > psnr(clean, one_pass.restore(degraded, qf=15).image)

@@ -12,7 +12,9 @@ from fbcnn_plugins.core.jpeg import double_jpeg, jpeg_roundtrip, rgb_to_y
 from fbcnn_plugins.core.metrics import blocking_effect_factor, psnr, psnr_b
 from fbcnn_plugins.core.weights import load_weights
 from fbcnn_plugins.training.config import TrainConfig, load_train_config
-from fbcnn_plugins.training.data import DegradationConfig, PatchBatches, QualityDistribution, load_training_image
+from fbcnn_plugins.training.data import (
+    ColorAugmentation, DegradationConfig, PatchBatches, QualityDistribution, load_training_image, scale_saturation,
+)
 from fbcnn_plugins.training.evaluation import Condition, evaluate
 from fbcnn_plugins.training.export import export_run
 from fbcnn_plugins.training.trainer import Trainer, load_checkpoint, prepare_batch, read_log, training_loss
@@ -104,6 +106,43 @@ def test_labels_drive_the_decoder_and_keep_the_image_loss_out_of_the_qf_head():
     assert torch.equal(given, restored)
 
 
+def test_saturation_scales_chroma_and_keeps_luma_and_grays():
+    image = natural_image(64, 64, seed=4)
+    image[:8, :8] = 120  # a gray patch has no chroma to scale
+    doubled = scale_saturation(image, 2.0)
+    assert np.array_equal(scale_saturation(image, 1.0), image)
+    assert np.array_equal(doubled[:8, :8], image[:8, :8])
+    chroma = lambda im: np.abs(im.astype(float) - im.astype(float).mean(axis=2, keepdims=True)).mean()
+    assert chroma(doubled) > 1.6 * chroma(image)
+    luma = lambda im: im.astype(float) @ [0.299, 0.587, 0.114]
+    unclipped = (doubled > 0).all(axis=2) & (doubled < 255).all(axis=2)
+    assert np.abs(luma(doubled) - luma(image))[unclipped].max() <= 1.0
+
+
+def test_color_augmentation_changes_colours_only_when_configured():
+    images = [natural_image(96, 96, seed=s) for s in range(3)]
+    plain = make_batches(images)
+    kwargs = dict(patch_size=32, batch_size=6, degradation=DegradationConfig(), seed=1, total_steps=10)
+    inactive = PatchBatches(images, color_augmentation=ColorAugmentation(), **kwargs)
+    shuffled = PatchBatches(images, color_augmentation=ColorAugmentation(channel_shuffle=1.0), **kwargs)
+    for step in (0, 5):
+        assert torch.equal(inactive[step]["clean"], plain[step]["clean"])  # old configs keep their batches
+        assert torch.equal(shuffled[step]["clean"], shuffled[step]["clean"])  # still pure in (seed, step)
+    # Same regions (drawn before the colours), other channel orders; the degraded patch is the JPEG of
+    # the augmented one, so the target of restoration is the augmented colours.
+    batch, original = shuffled[2], plain[2]["clean"]
+    closer = [psnr(c.numpy(), d.numpy()) > psnr(o.numpy(), d.numpy())
+              for c, o, d in zip(batch["clean"], original, batch["degraded"]) if not torch.equal(c, o)]
+    assert len(closer) >= 3 and all(closer)
+
+
+def test_color_augmentation_is_refused_for_gray_models(tmp_path):
+    config = tmp_path / "gray.toml"
+    config.write_text('[model]\ngray = true\n[data]\ntrain_dirs = []\n[data.color]\nchannel_shuffle = 0.5\n')
+    with pytest.raises(ValueError, match="colour models"):
+        load_train_config(config)
+
+
 @pytest.fixture()
 def tiny_config(tmp_path):
     train, val = tmp_path / "train", tmp_path / "val"
@@ -163,6 +202,10 @@ def test_a_second_stage_starts_from_the_first_stages_weights(tiny_config, tmp_pa
         for key, value in first.network.state_dict().items():
             expected = value if exact else value.half().float()
             assert torch.equal(second.network.state_dict()[key], expected), (init_from, key)
+    assert second.previous_stage["sha256"] == load_weights(exported).card["sha256"]
+    second.train(max_steps=2, validate=False)
+    card = load_weights(export_run(tmp_path / "second", tmp_path / "second.safetensors")).card
+    assert card["training"]["init_from"] == str(exported) and card["training"]["previous_stage"]["steps"] == 3
     gray = dataclasses.replace(tiny_config, gray=True, init_from=str(exported))
     with pytest.raises(ValueError, match="not this config"):
         Trainer(gray, tmp_path / "gray", log=lambda _: None)
@@ -181,10 +224,12 @@ def test_export_round_trip_is_bit_exact_and_carries_the_record(tiny_config, tmp_
 
 
 def test_shipped_training_configs_parse():
-    for name in ("color-small", "gray-small"):
+    for name in ("color-small", "color-small-stage2", "gray-small"):
         config = load_train_config(REPO / "training" / "configs" / f"{name}.toml")
         assert config.network == "small" and config.gray == (name == "gray-small")
         assert config.degradation.double_ratio > 0  # FBCNN-A: single and double JPEG mixed
+    stage2 = load_train_config(REPO / "training" / "configs" / "color-small-stage2.toml")
+    assert stage2.init_from and stage2.run_dir and stage2.color_augmentation.active
 
 
 def test_psnr_b_matches_a_hand_computed_case():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DegradationConfig, QualityDistribution
+from .data import ColorAugmentation, DegradationConfig, QualityDistribution
 
 
 @dataclass
@@ -51,10 +51,14 @@ class TrainConfig:
     val_crop: int = 256
     val_images: int = 12
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    color_augmentation: ColorAugmentation = field(default_factory=ColorAugmentation)
     source: str = ""
     #: Start from these weights instead of the seed's random ones (a second stage of training):
     #: a run's ``last.pt`` or exported ``.safetensors``; relative to where ``fbcnn train`` runs.
     init_from: str = ""
+    #: Where checkpoints and the log go unless ``--run-dir`` says otherwise (default ``runs/NAME``);
+    #: a later stage that exports under the same name needs its own.
+    run_dir: str = ""
 
 
 def _distribution(raw: Any, default: QualityDistribution) -> QualityDistribution:
@@ -76,6 +80,14 @@ def load_train_config(path: str | Path) -> TrainConfig:
         double_second=_distribution(jpeg.get("double_qf2"), QualityDistribution()),
         max_shift=int(jpeg.get("max_shift", 7)),
     )
+    color = data.get("color", {})
+    color_augmentation = ColorAugmentation(
+        channel_shuffle=float(color.get("channel_shuffle", 0.0)),
+        saturation_probability=float(color.get("saturation_probability", 0.0)),
+        saturation_range=tuple(float(v) for v in color.get("saturation_range", (1.0, 1.0))),
+    )
+    if model.get("gray", False) and color_augmentation.active:
+        raise ValueError(f"{path}: [data.color] augmentation is for colour models; this config trains a gray one")
     known = TrainConfig.__dataclass_fields__
     settings: dict[str, Any] = {}
     for section in (data, optim, run, val):
@@ -85,7 +97,9 @@ def load_train_config(path: str | Path) -> TrainConfig:
         network=model.get("config", "small"),
         gray=bool(model.get("gray", False)),
         init_from=str(model.get("init_from", "")),
+        run_dir=str(raw.get("run_dir", "")),
         degradation=degradation,
+        color_augmentation=color_augmentation,
         source=str(path),
         **settings,
     )

@@ -42,6 +42,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             "train_seconds": round(float(state["elapsed"]), 1),
             "machine": state.get("machine", "2-thread CPU, fp32"),
             "seed": settings.get("run", {}).get("seed"),
+            "previous_stage": state.get("previous_stage"),
         },
         "validation": validations[-1] if validations else None,
         "gray_input": "Y channel, MATLAB-style BT.601 (16..235)" if state["gray"] else None,

@@ -166,19 +166,22 @@ def _require_network_of(config: TrainConfig, path: Path, network_config: str, gr
         raise ValueError(f"{path}: weights are for {network_config} gray={gray}, not this config")
 
 
-def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The fp32 state dict a second training stage starts from: a run checkpoint or exported weights."""
+def initial_weights(path: Path, config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The fp32 state dict a second training stage starts from (a run checkpoint or exported weights),
+    and what is known of the training that made them, so the final card tells the whole history."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: init_from weights not found")
     if path.suffix == ".pt":
         state = load_checkpoint(path)
         _require_network_of(config, path, state["network_config"], state["gray"])
-        return state["network"]
+        history = {key: state.get(key) for key in ("config_file", "init_from", "machine", "step", "elapsed")}
+        return state["network"], {**history, "previous_stage": state.get("previous_stage")}
     from fbcnn_plugins.core.weights import load_weights
 
     loaded = load_weights(path)
     _require_network_of(config, path, loaded.config.name, loaded.is_gray)
-    return {key: value.float() for key, value in loaded.network.state_dict().items()}
+    history = {**loaded.card.get("training", {}), "sha256": loaded.card.get("sha256")}
+    return {key: value.float() for key, value in loaded.network.state_dict().items()}, history
 
 
 class Trainer:
@@ -215,8 +218,10 @@ class Trainer:
             # Start as the identity: the loss begins at the JPEG input's error and only has to go down.
             torch.nn.init.zeros_(self.network.m_tail.weight)
             torch.nn.init.zeros_(self.network.m_tail.bias)
+        self.previous_stage: dict[str, Any] | None = None
         if config.init_from:
-            self.network.load_state_dict(initial_weights(Path(config.init_from), config))
+            weights, self.previous_stage = initial_weights(Path(config.init_from), config)
+            self.network.load_state_dict(weights)
         self.network.to(self.device, memory_format=memory_format)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr, fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_factor(config))
@@ -241,6 +246,7 @@ class Trainer:
             "machine": self.machine(),
             "config_file": self.config.source,
             "init_from": self.config.init_from,
+            "previous_stage": self.previous_stage,
         }
 
     def machine(self) -> str:
@@ -268,6 +274,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
+        self.previous_stage = state.get("previous_stage", self.previous_stage)
         torch.set_rng_state(state["torch_rng"])
         return True
 
@@ -315,6 +322,7 @@ class Trainer:
             images, patch_size=config.patch_size, batch_size=config.batch_size,
             degradation=config.degradation, seed=config.seed, total_steps=end,
             label_control=config.label_control, label_control_from_step=config.label_control_from_step,
+            color_augmentation=config.color_augmentation,
         )
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=range(self.step, end), num_workers=config.workers,

@@ -26,6 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--qf-mode", choices=["predicted", "given", "dominant"], default="predicted",
                         help="which QF drives the network: the network's prediction, the true (smaller) QF, "
                         "or the FBCNN-D estimate from the pixels")
+    parser.add_argument("--self-ensemble", action="store_true", help="restore with the 8-transform self-ensemble")
     parser.add_argument("--jpeg-only", action="store_true", help="only report the JPEG input's scores")
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--device", default="auto")
@@ -51,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         images = load_eval_images(args.images, args.gray, args.limit)
-        restorer = None if args.jpeg_only else Restorer(args.model, device=args.device, tile=args.tile or DEFAULT_TILE)
+        restorer = None if args.jpeg_only else Restorer(
+            args.model, device=args.device, tile=args.tile or DEFAULT_TILE, self_ensemble=args.self_ensemble,
+        )
         if restorer is not None:
             model = restorer.model_for(args.gray)
             if args.gray != model.is_gray:

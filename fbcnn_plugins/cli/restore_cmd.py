@@ -41,6 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="compute precision (default: fp32)")
     parser.add_argument("--tile", type=int, help="tile size in pixels, multiple of 8 (default: 512)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels, multiple of 8 (default: 32)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="average the 8 flips/rotations: a little more quality for 8x the time")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     parser.add_argument("--suffix", default=DEFAULT_SUFFIX, help=f"added to output names (default: {DEFAULT_SUFFIX})")
@@ -152,6 +154,7 @@ def _make_restorer(args: argparse.Namespace):
     return Restorer(
         args.model, device=args.device, precision=args.precision,
         tile=args.tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
+        self_ensemble=args.self_ensemble,
     )
 
 

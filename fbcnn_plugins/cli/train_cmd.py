@@ -34,7 +34,7 @@ def run_train(args: argparse.Namespace) -> int:
     from fbcnn_plugins.training.trainer import Trainer
 
     config = load_train_config(args.config)
-    run_dir = args.run_dir or Path("runs") / config.name
+    run_dir = args.run_dir or Path(config.run_dir or Path("runs") / config.name)
     if args.plot:
         from fbcnn_plugins.training.plot import plot_run
 
