@@ -136,11 +136,26 @@ def test_color_augmentation_changes_colours_only_when_configured():
     assert len(closer) >= 3 and all(closer)
 
 
-def test_color_augmentation_is_refused_for_gray_models(tmp_path):
-    config = tmp_path / "gray.toml"
-    config.write_text('[model]\ngray = true\n[data]\ntrain_dirs = []\n[data.color]\nchannel_shuffle = 0.5\n')
-    with pytest.raises(ValueError, match="colour models"):
+@pytest.mark.parametrize("color, message", [
+    ("channel_shuffle = 0.5", "colour models"),  # on a gray model
+    ("channel_shuffle = 1.5", "probability"),
+    ("saturation_probability = 0.5\nsaturation_range = [0.0, 2.0]", "0 < low <= high"),
+    ("saturation_probability = 0.5\nsaturation_range = [2.0, 1.0]", "0 < low <= high"),
+    ("saturation_probability = 0.5\nsaturation_range = 2.0", "data.color"),
+])
+def test_bad_color_augmentation_settings_are_refused_when_the_config_is_read(tmp_path, color, message):
+    config = tmp_path / "run.toml"
+    gray = "true" if message == "colour models" else "false"
+    config.write_text(f'[model]\ngray = {gray}\n[data]\ntrain_dirs = []\n[data.color]\n{color}\n')
+    with pytest.raises(ValueError, match=message) as error:
         load_train_config(config)
+    assert str(config) in str(error.value)
+
+
+def test_run_dir_is_read_from_the_run_section(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('name = "m"\n[data]\ntrain_dirs = []\n[validation]\nval_dirs = []\n[run]\nrun_dir = "runs/m-stage2"\nseed = 4\n')
+    assert load_train_config(config).run_dir == "runs/m-stage2"
 
 
 @pytest.fixture()
@@ -150,10 +165,11 @@ def tiny_config(tmp_path):
     for s in range(3):
         Image.fromarray(natural_image(96, 96, seed=s)).save(train / f"{s}.png")
     Image.fromarray(natural_image(64, 64, seed=9)).save(val / "v.png")
+    (tmp_path / "tiny.toml").write_text('name = "fbcnn-color-test"\n')  # the run keeps a copy of its config
     return TrainConfig(
         name="fbcnn-color-test", network="tiny", gray=False, train_dirs=[str(train)], val_dirs=[str(val)],
         patch_size=32, batch_size=4, steps=40, lr=1e-3, warmup_steps=0, workers=0, threads=1,
-        checkpoint_every=1000, val_every=20, val_crop=64, val_images=1, seed=3,
+        checkpoint_every=1000, val_every=20, val_crop=64, val_images=1, seed=3, source=str(tmp_path / "tiny.toml"),
     )
 
 
@@ -202,6 +218,8 @@ def test_a_second_stage_starts_from_the_first_stages_weights(tiny_config, tmp_pa
         for key, value in first.network.state_dict().items():
             expected = value if exact else value.half().float()
             assert torch.equal(second.network.state_dict()[key], expected), (init_from, key)
+        # Either way the new card tells where its starting weights came from, under the same keys.
+        assert second.previous_stage["steps"] == 3 and second.previous_stage["config_file"] == tiny_config.source
     assert second.previous_stage["sha256"] == load_weights(exported).card["sha256"]
     second.train(max_steps=2, validate=False)
     card = load_weights(export_run(tmp_path / "second", tmp_path / "second.safetensors")).card

@@ -56,8 +56,8 @@ class TrainConfig:
     #: Start from these weights instead of the seed's random ones (a second stage of training):
     #: a run's ``last.pt`` or exported ``.safetensors``; relative to where ``fbcnn train`` runs.
     init_from: str = ""
-    #: Where checkpoints and the log go unless ``--run-dir`` says otherwise (default ``runs/NAME``);
-    #: a later stage that exports under the same name needs its own.
+    #: ([run]) Where checkpoints and the log go unless ``--run-dir`` says otherwise (default
+    #: ``runs/NAME``); a later stage that exports under the same name needs its own.
     run_dir: str = ""
 
 
@@ -81,14 +81,19 @@ def load_train_config(path: str | Path) -> TrainConfig:
         max_shift=int(jpeg.get("max_shift", 7)),
     )
     color = data.get("color", {})
-    color_augmentation = ColorAugmentation(
-        channel_shuffle=float(color.get("channel_shuffle", 0.0)),
-        saturation_probability=float(color.get("saturation_probability", 0.0)),
-        saturation_range=tuple(float(v) for v in color.get("saturation_range", (1.0, 1.0))),
-    )
+    try:
+        color_augmentation = ColorAugmentation(
+            channel_shuffle=float(color.get("channel_shuffle", 0.0)),
+            saturation_probability=float(color.get("saturation_probability", 0.0)),
+            saturation_range=tuple(float(v) for v in color.get("saturation_range", (1.0, 1.0))),
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: [data.color]: {error}") from None
     if model.get("gray", False) and color_augmentation.active:
         raise ValueError(f"{path}: [data.color] augmentation is for colour models; this config trains a gray one")
-    known = TrainConfig.__dataclass_fields__
+    # Fields set from their own sections above are not taken again from the flat ones.
+    explicit = {"name", "network", "gray", "init_from", "degradation", "color_augmentation", "source"}
+    known = set(TrainConfig.__dataclass_fields__) - explicit
     settings: dict[str, Any] = {}
     for section in (data, optim, run, val):
         settings.update({k: v for k, v in section.items() if k in known})
@@ -97,7 +102,6 @@ def load_train_config(path: str | Path) -> TrainConfig:
         network=model.get("config", "small"),
         gray=bool(model.get("gray", False)),
         init_from=str(model.get("init_from", "")),
-        run_dir=str(raw.get("run_dir", "")),
         degradation=degradation,
         color_augmentation=color_augmentation,
         source=str(path),

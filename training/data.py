@@ -49,24 +49,31 @@ class ColorAugmentation:
     The training photos were mostly JPEGs once (BSDS at about q92, 4:2:0), so their chroma is
     smooth and pale; a model that only saw them learns that chroma is smooth and smears the
     sharp, saturated colour edges of real lossless images, worse than the JPEG it was given at
-    high QF. Permuting the RGB channels and raising the saturation show it chroma detail the
-    data lacks, without changing the luma structure.
+    high QF. Permuting the RGB channels and raising the saturation (which keeps the BT.601
+    luma) show it chroma detail and colour edges the data lacks.
     """
 
     channel_shuffle: float = 0.0
     saturation_probability: float = 0.0
     saturation_range: tuple[float, float] = (1.0, 1.0)
 
+    def __post_init__(self) -> None:
+        for name in ("channel_shuffle", "saturation_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in 0..1, got {getattr(self, name)}")
+        if len(self.saturation_range) != 2 or not 0.0 < self.saturation_range[0] <= self.saturation_range[1]:
+            raise ValueError(f"saturation_range must be [low, high] with 0 < low <= high, got {list(self.saturation_range)}")
+
     @property
     def active(self) -> bool:
-        return self.channel_shuffle > 0 or self.saturation_probability > 0
+        return self.channel_shuffle > 0 or (self.saturation_probability > 0 and self.saturation_range != (1.0, 1.0))
 
     def apply(self, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if patch.ndim != 3:
             return patch
         if rng.random() < self.channel_shuffle:
             patch = np.ascontiguousarray(patch[:, :, rng.permutation(3)])
-        if rng.random() < self.saturation_probability:
+        if self.saturation_range != (1.0, 1.0) and rng.random() < self.saturation_probability:
             low, high = self.saturation_range
             patch = scale_saturation(patch, float(np.exp(rng.uniform(np.log(low), np.log(high)))))
         return patch

@@ -174,13 +174,18 @@ def initial_weights(path: Path, config: TrainConfig) -> tuple[dict[str, torch.Te
     if path.suffix == ".pt":
         state = load_checkpoint(path)
         _require_network_of(config, path, state["network_config"], state["gray"])
-        history = {key: state.get(key) for key in ("config_file", "init_from", "machine", "step", "elapsed")}
-        return state["network"], {**history, "previous_stage": state.get("previous_stage")}
+        # The keys of an exported card's "training", so a history reads the same whichever file it came from.
+        history = {
+            "config_file": state.get("config_file"), "init_from": state.get("init_from") or None,
+            "steps": int(state["step"]), "train_seconds": round(float(state["elapsed"]), 1),
+            "machine": state.get("machine"), "previous_stage": state.get("previous_stage"),
+        }
+        return state["network"], history
     from fbcnn_plugins.core.weights import load_weights
 
     loaded = load_weights(path)
     _require_network_of(config, path, loaded.config.name, loaded.is_gray)
-    history = {**loaded.card.get("training", {}), "sha256": loaded.card.get("sha256")}
+    history = {**(loaded.card.get("training") or {}), "sha256": loaded.card.get("sha256")}
     return {key: value.float() for key, value in loaded.network.state_dict().items()}, history
 
 

@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({
             "images": [str(p) for p in args.images], "count": len(images), "gray": args.gray,
             "model": None if restorer is None else restorer.model_for(args.gray).name, "qf_mode": args.qf_mode,
-            "seconds": seconds, "results": [r.to_dict() for r in results],
+            "self_ensemble": args.self_ensemble, "seconds": seconds, "results": [r.to_dict() for r in results],
         }, indent=2))
         return 0
     space = "Y (BT.601, 16..235)" if args.gray else "RGB"
-    print(f"{len(images)} images, {space}, QF driven by: {args.qf_mode}")
+    print(f"{len(images)} images, {space}, QF driven by: {args.qf_mode}" + (", self-ensemble" if args.self_ensemble else ""))
     header = f"{'condition':<28} {'JPEG PSNR':>9} {'SSIM':>6} {'PSNR-B':>7}"
     if restorer is not None:
         header += f" | {'out PSNR':>8} {'SSIM':>6} {'PSNR-B':>7} {'gain':>6} {'QF used':>7}"

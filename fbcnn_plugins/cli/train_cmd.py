@@ -10,7 +10,7 @@ from pathlib import Path
 def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="train a network from a config under training/configs/")
     train.add_argument("--config", required=True, type=Path, help="training config (TOML)")
-    train.add_argument("--run-dir", type=Path, help="where checkpoints and the log go (default: runs/NAME)")
+    train.add_argument("--run-dir", type=Path, help="where checkpoints and the log go (default: the config's run_dir, else runs/NAME)")
     train.add_argument("--steps", type=int, help="train at most this many more steps in this invocation")
     train.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the run folder")
     train.add_argument("--time-budget", type=float, metavar="SECONDS",
