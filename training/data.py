@@ -65,15 +65,19 @@ class ColorAugmentation:
             raise ValueError(f"saturation_range must be [low, high] with 0 < low <= high, got {list(self.saturation_range)}")
 
     @property
+    def saturates(self) -> bool:
+        return self.saturation_probability > 0 and self.saturation_range != (1.0, 1.0)
+
+    @property
     def active(self) -> bool:
-        return self.channel_shuffle > 0 or (self.saturation_probability > 0 and self.saturation_range != (1.0, 1.0))
+        return self.channel_shuffle > 0 or self.saturates
 
     def apply(self, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if patch.ndim != 3:
             return patch
         if rng.random() < self.channel_shuffle:
             patch = np.ascontiguousarray(patch[:, :, rng.permutation(3)])
-        if self.saturation_range != (1.0, 1.0) and rng.random() < self.saturation_probability:
+        if self.saturates and rng.random() < self.saturation_probability:
             low, high = self.saturation_range
             patch = scale_saturation(patch, float(np.exp(rng.uniform(np.log(low), np.log(high)))))
         return patch

@@ -7,7 +7,6 @@ at that point, and the sha256 the loader checks.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from fbcnn_plugins.core.configs import get_config
 from fbcnn_plugins.core.weights import save_weights
 from fbcnn_plugins.models import HERE as BUNDLED_DIR
 
-from .trainer import CHECKPOINT, load_checkpoint, read_log
+from .trainer import CHECKPOINT, load_checkpoint, read_log, stage_record
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -29,21 +28,9 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     network = config.build(1 if state["gray"] else 3)
     network.load_state_dict(state["network"])
     name = state["config_name"]
-    train_toml = run_dir / "train.toml"
-    settings = tomllib.loads(train_toml.read_text()) if train_toml.exists() else {}
     validations = [r for r in read_log(run_dir) if r.get("kind") == "val" and r["step"] <= state["step"]]
     extra = {
-        "training": {
-            "recipe": "FBCNN-A: single JPEG plus non-aligned double JPEG (libjpeg via OpenCV)",
-            "config_file": state.get("config_file") or f"training/configs/{name.removeprefix('fbcnn-')}.toml",
-            "init_from": state.get("init_from") or None,
-            "data": settings.get("data", {}).get("train_dirs", []),
-            "steps": int(state["step"]),
-            "train_seconds": round(float(state["elapsed"]), 1),
-            "machine": state.get("machine", "2-thread CPU, fp32"),
-            "seed": settings.get("run", {}).get("seed"),
-            "previous_stage": state.get("previous_stage"),
-        },
+        "training": stage_record(state, run_dir),
         "validation": validations[-1] if validations else None,
         "gray_input": "Y channel, MATLAB-style BT.601 (16..235)" if state["gray"] else None,
     }

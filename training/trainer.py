@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -166,6 +167,25 @@ def _require_network_of(config: TrainConfig, path: Path, network_config: str, gr
         raise ValueError(f"{path}: weights are for {network_config} gray={gray}, not this config")
 
 
+def stage_record(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """What a weights card says of the run behind a checkpoint: the exported card's "training",
+    and the record a later stage started from it keeps under "previous_stage"."""
+    train_toml = run_dir / "train.toml"
+    settings = tomllib.loads(train_toml.read_text()) if train_toml.exists() else {}
+    name = state["config_name"]
+    return {
+        "recipe": "FBCNN-A: single JPEG plus non-aligned double JPEG (libjpeg via OpenCV)",
+        "config_file": state.get("config_file") or f"training/configs/{name.removeprefix('fbcnn-')}.toml",
+        "init_from": state.get("init_from") or None,
+        "data": settings.get("data", {}).get("train_dirs", []),
+        "steps": int(state["step"]),
+        "train_seconds": round(float(state["elapsed"]), 1),
+        "machine": state.get("machine", "2-thread CPU, fp32"),
+        "seed": settings.get("run", {}).get("seed"),
+        "previous_stage": state.get("previous_stage"),
+    }
+
+
 def initial_weights(path: Path, config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The fp32 state dict a second training stage starts from (a run checkpoint or exported weights),
     and what is known of the training that made them, so the final card tells the whole history."""
@@ -174,13 +194,7 @@ def initial_weights(path: Path, config: TrainConfig) -> tuple[dict[str, torch.Te
     if path.suffix == ".pt":
         state = load_checkpoint(path)
         _require_network_of(config, path, state["network_config"], state["gray"])
-        # The keys of an exported card's "training", so a history reads the same whichever file it came from.
-        history = {
-            "config_file": state.get("config_file"), "init_from": state.get("init_from") or None,
-            "steps": int(state["step"]), "train_seconds": round(float(state["elapsed"]), 1),
-            "machine": state.get("machine"), "previous_stage": state.get("previous_stage"),
-        }
-        return state["network"], history
+        return state["network"], stage_record(state, path.parent)
     from fbcnn_plugins.core.weights import load_weights
 
     loaded = load_weights(path)
