@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,12 +243,21 @@ def test_export_round_trip_is_bit_exact_and_carries_the_record(tiny_config, tmp_
 
 
 def test_shipped_training_configs_parse():
-    for name in ("color-small", "color-small-stage2", "gray-small"):
-        config = load_train_config(REPO / "training" / "configs" / f"{name}.toml")
-        assert config.network == "small" and config.gray == (name == "gray-small")
-        assert config.degradation.double_ratio > 0  # FBCNN-A: single and double JPEG mixed
-    stage2 = load_train_config(REPO / "training" / "configs" / "color-small-stage2.toml")
-    assert stage2.init_from and stage2.run_dir and stage2.color_augmentation.active
+    configs = sorted((REPO / "training" / "configs").glob("*.toml"))
+    assert {c.stem for c in configs} >= {"color-small", "color-small-stage2", "color-small-stage3", "gray-small", "gray-small-stage2"}
+    run_dirs = set()
+    for path in configs:
+        config = load_train_config(path)
+        assert config.network == "small" and config.gray == path.stem.startswith("gray"), path.name
+        assert config.degradation.double_ratio > 0, path.name  # FBCNN-A: single and double JPEG mixed
+        if "stage" in path.stem:
+            # A later stage starts from an earlier run and keeps its own folder, so it never resumes the earlier one.
+            assert config.init_from and config.run_dir, path.name
+            assert Path(config.init_from).parent != Path(config.run_dir), path.name
+            run_dirs.add(config.run_dir)
+    assert len(run_dirs) == 3
+    for name in ("color-small-stage2", "color-small-stage3"):
+        assert load_train_config(REPO / "training" / "configs" / f"{name}.toml").color_augmentation.active
 
 
 def test_psnr_b_matches_a_hand_computed_case():

@@ -17,6 +17,5 @@ def color_small() -> Path:
     return HERE / "fbcnn-color-small.safetensors"
 
 
-
 def gray_small() -> Path:
     return HERE / "fbcnn-gray-small.safetensors"
