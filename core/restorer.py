@@ -30,6 +30,11 @@ ProgressCallback = Callable[[int, int], None]
 
 #: At most this many tiles are read to predict the QF of a large image.
 MAX_QF_TILES = 16
+#: QF tiles are never smaller than this, whatever tile the restoration uses: on small tiles the
+#: zero-padded borders weigh enough in the pooled features to raise the estimate (about +2 QF
+#: at 64 px), and a user who lowers the tile to save memory should get the same QF.  The QF
+#: branch runs only the encoder, so a 256-px tile costs little memory even for large configs.
+QF_MIN_TILE = 256
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Restorer:
         """The network's QF for a whole CPU image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
         _, _, height, width = image.shape
         feature_sum, count = None, 0
-        for t in quality_tiles(height, width, self.tile, MAX_QF_TILES):
+        for t in quality_tiles(height, width, max(self.tile, QF_MIN_TILE), MAX_QF_TILES):
             part = self.to_device(image[:, :, t.top : t.bottom, t.left : t.right])
             tile_sum, tile_count = network.quality_feature_sum(part)
             feature_sum = tile_sum.float() if feature_sum is None else feature_sum + tile_sum.float()
