@@ -169,18 +169,26 @@ class Restorer:
         else:
             predicted = self.predict_quality(image, network)
             estimate = QFEstimate(clamp_qf(predicted), "predicted", predicted)
-        control = torch.tensor([[qf_to_scalar(estimate.value)]], device=self.device, dtype=self.dtype)
 
-        @torch.inference_mode()
         def process(tile: torch.Tensor) -> torch.Tensor:
-            def run(x: torch.Tensor) -> torch.Tensor:
-                return network(x.contiguous(memory_format=torch.channels_last), control)[0]
-
-            tile = self.to_device(tile)
-            return self_ensemble(run, tile) if self.self_ensemble else run(tile)
+            return self.forward(network, self.to_device(tile), estimate.value)
 
         restored = run_tiled(process, image, tile=self.tile, overlap=self.overlap, progress=progress)
         return restored, estimate
+
+    @torch.inference_mode()
+    def forward(self, network: torch.nn.Module, batch: torch.Tensor, qf: int) -> torch.Tensor:
+        """One device batch (N,C,H,W) through the network at ``qf``, with the self-ensemble when set.
+
+        The one place a restoration pass is defined, so that callers that batch on their own
+        (the VapourSynth filter batches whole frames) restore exactly as the tiled path does.
+        """
+        control = torch.full((batch.shape[0], 1), qf_to_scalar(qf), device=self.device, dtype=self.dtype)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return network(x.contiguous(memory_format=torch.channels_last), control)[0]
+
+        return self_ensemble(run, batch) if self.self_ensemble else run(batch)
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A CPU tensor on the device, in the compute precision and channels-last layout."""

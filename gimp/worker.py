@@ -68,9 +68,12 @@ class Worker:
         if device not in DEVICE_CHOICES:
             raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
         tile = int(header.get("tile") or 0) or DEFAULT_TILE
-        key = (model, device, tile)
+        ensemble = header.get("self_ensemble", False)
+        if not isinstance(ensemble, bool):
+            raise ValueError(f"self_ensemble must be true or false, got {ensemble!r}")
+        key = (model, device, tile, ensemble)
         if key not in self._restorers:
-            self._restorers[key] = Restorer(model, device=device, tile=tile)
+            self._restorers[key] = Restorer(model, device=device, tile=tile, self_ensemble=ensemble)
         return self._restorers[key]
 
     def hello(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:

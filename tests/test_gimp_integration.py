@@ -87,8 +87,9 @@ def jpeg_file(folder: Path, quality: int, seed: int = 0, size=(96, 128)) -> Path
     return path
 
 
-def core_output(pixels: np.ndarray, qf: int) -> np.ndarray:
-    return np.clip(Restorer(device="cpu").restore(np.ascontiguousarray(pixels, np.float32), qf).image, 0, 1)
+def core_output(pixels: np.ndarray, qf: int, self_ensemble: bool = False) -> np.ndarray:
+    restorer = Restorer(device="cpu", self_ensemble=self_ensemble)
+    return np.clip(restorer.restore(np.ascontiguousarray(pixels, np.float32), qf).image, 0, 1)
 
 
 def test_fixed_qf_matches_the_core(gimp3):
@@ -106,6 +107,17 @@ def test_fixed_qf_matches_the_core(gimp3):
     assert np.abs(written - expected).max() <= EIGHT_BIT
     assert np.abs(after - before).mean() > 1e-3  # something was restored
     assert result["report"][-1]["qf"] == {**result["report"][-1]["qf"], "value": 20, "source": "given"}
+
+
+def test_best_quality_option_runs_the_self_ensemble(gimp3):
+    folder = gimp3.folder()
+    source = jpeg_file(folder, 20, seed=5)
+    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source),
+                                "arguments": {"automatic-qf": False, "qf": 20, "self-ensemble": True}})
+    assert result["success"], result
+    before, after = np.load(folder / "before.npy"), np.load(folder / "after.npy")
+    assert np.abs(after - core_output(before, 20, self_ensemble=True)).max() <= EIGHT_BIT
+    assert np.abs(after - core_output(before, 20)).max() > 2 * EIGHT_BIT  # not the single pass
 
 
 def test_automatic_qf_reads_the_jpeg_header(gimp3):

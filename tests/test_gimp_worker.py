@@ -96,6 +96,18 @@ def test_worker_restores_exactly_like_the_core(worker, channels):
         assert np.array_equal(restored[:, :, -1], decoded[:, :, -1])
 
 
+def test_worker_self_ensemble_restores_like_the_core(worker):
+    decoded = pillow_jpeg(natural_image(), 20).astype(np.float32) / 255.0
+    plain = np.frombuffer(_request(worker, "restore", decoded, qf=20)[1], "<f4").reshape(decoded.shape)
+    reply, data = _request(worker, "restore", decoded, qf=20, self_ensemble=True)
+    restored = np.frombuffer(data, "<f4").reshape(decoded.shape)
+    expected = Restorer(device="cpu", self_ensemble=True).restore(decoded, 20).image
+    assert np.abs(restored - expected).max() < 1e-6
+    assert np.abs(restored - plain).max() > 1e-3
+    with pytest.raises(WorkerError, match="self_ensemble must be true or false"):
+        _request(worker, "restore", decoded, qf=20, self_ensemble="yes")
+
+
 def test_worker_estimate_prefers_the_jpeg_header(worker, tmp_path):
     from PIL import Image
 

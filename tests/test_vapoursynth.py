@@ -135,6 +135,19 @@ def test_batches_match_single_frames(jpeg_frames, color_path):
         assert np.abs(frame_array(single, n).astype(int) - frame_array(batched, n).astype(int)).max() <= 1
 
 
+def test_self_ensemble_equals_the_core_single_and_batched(jpeg_frames, color_path):
+    clip = clip_from_arrays(jpeg_frames, vs.RGB24)
+    plain = fbcnn(clip, qf=25, model=color_path, device="cpu")
+    single = fbcnn(clip, qf=25, model=color_path, device="cpu", self_ensemble=True)
+    batched = fbcnn(clip, qf=25, model=color_path, device="cpu", self_ensemble=True, batch_size=3)
+    restorer = Restorer(color_path, device="cpu", self_ensemble=True)
+    for n in range(3):
+        expected = restorer.restore(jpeg_frames[n], qf=25).image.astype(int)
+        assert np.abs(frame_array(single, n).astype(int) - expected).max() == 0
+        assert np.abs(frame_array(batched, n).astype(int) - expected).max() <= 1
+        assert not np.array_equal(frame_array(plain, n), frame_array(single, n))
+
+
 def test_batches_of_large_frames_keep_tiling(jpeg_frames, color_path):
     # 48x64 frames with 32-pixel tiles: a batch must take the tiled path, exactly as single frames do.
     clip = clip_from_arrays(jpeg_frames, vs.RGBS)
@@ -178,6 +191,7 @@ def _bad_calls(color_path):
         (lambda: fbcnn(rgb, qf=30, qf_smoothing=2), "cannot be combined"),
         (lambda: fbcnn(rgb, num_streams=0), "num_streams"),
         (lambda: fbcnn(rgb, batch_size="4"), "batch_size"),
+        (lambda: fbcnn(rgb, self_ensemble="yes"), "self_ensemble must be True or False"),
         (lambda: fbcnn(yuv, yuv_mode="chroma"), "yuv_mode"),
         (lambda: fbcnn(yuv), "no _Matrix property"),
         (lambda: fbcnn(rgb, model="no-such-model"), "no-such-model"),

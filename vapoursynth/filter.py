@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf, qf_to_scalar
+from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
@@ -45,6 +45,7 @@ def fbcnn(
     qf_smoothing: int = 0,
     yuv_mode: str = "rgb",
     matrix: int | None = None,
+    self_ensemble: bool = False,
 ) -> vs.VideoNode:
     """Remove JPEG/MPEG-style blocking and ringing from every frame with FBCNN.
 
@@ -64,6 +65,8 @@ def fbcnn(
     :param yuv_mode: for YUV clips: ``"rgb"`` converts to RGB and back with ``core.resize`` using
         the clip's matrix and range; ``"luma"`` runs a gray model on Y and keeps the chroma planes.
     :param matrix: matrix for ``yuv_mode="rgb"`` when the frames carry no ``_Matrix`` property.
+    :param self_ensemble: average the 8 flips/rotations of every frame: a little more quality
+        (+0.08 dB at QF 10 on the validation set) for 8x the network time: for a final render.
     :return: the restored clip, same format; props ``FBCNN_QF`` and (when predicted) ``FBCNN_QF_Predicted``.
     """
     func = "fbcnn"
@@ -75,6 +78,8 @@ def fbcnn(
     for name, value in (("num_streams", num_streams), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise vs.Error(f"{func}: {name} must be a positive integer, got {value!r}")
+    if not isinstance(self_ensemble, bool):
+        raise vs.Error(f"{func}: self_ensemble must be True or False, got {self_ensemble!r}")
     if not isinstance(qf_smoothing, int) or qf_smoothing < 0:
         raise vs.Error(f"{func}: qf_smoothing must be a non-negative integer, got {qf_smoothing!r}")
     if isinstance(qf, vs.VideoNode):
@@ -91,11 +96,13 @@ def fbcnn(
             raise vs.Error(f"{func}: yuv_mode must be one of {', '.join(YUV_MODES)}, got {yuv_mode!r}")
         if yuv_mode == "luma":
             luma = core_of(clip).std.ShufflePlanes(clip, 0, vs.GRAY)
-            restored = fbcnn(luma, qf, model, device, precision, tile, overlap, num_streams, batch_size, qf_smoothing)
+            restored = fbcnn(luma, qf, model, device, precision, tile, overlap, num_streams, batch_size, qf_smoothing,
+                             self_ensemble=self_ensemble)
             merged = core_of(clip).std.ShufflePlanes([restored, clip], [0, 1, 2], vs.YUV)
             return core_of(clip).std.CopyFrameProps(merged, restored, props=[PROP_QF, PROP_PREDICTED])
         return _through_rgb(clip, matrix, func, qf=qf, model=model, device=device, precision=precision, tile=tile,
-                            overlap=overlap, num_streams=num_streams, batch_size=batch_size, qf_smoothing=qf_smoothing)
+                            overlap=overlap, num_streams=num_streams, batch_size=batch_size, qf_smoothing=qf_smoothing,
+                            self_ensemble=self_ensemble)
     if fmt.color_family not in (vs.RGB, vs.GRAY):
         raise vs.Error(f"{func}: unsupported colour family {fmt.color_family.name}; use RGB, GRAY or YUV")
 
@@ -103,6 +110,7 @@ def fbcnn(
         restorer = Restorer(
             model, device=device, precision=_precision_for(fmt, precision, device),
             tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+            self_ensemble=self_ensemble,
         )
         gray = fmt.color_family == vs.GRAY
         loaded = restorer.model_for(gray)
@@ -362,6 +370,4 @@ class _FrameEngine:
             # batch_size never lifts the memory bound that the tile size sets.
             return torch.cat([restorer.restore_tensor(t[None], qf, gray=self.gray)[0] for t in tensors])
         _, network = restorer.prepared_network(self.gray)
-        control = torch.full((tensors.shape[0], 1), qf_to_scalar(qf), device=restorer.device, dtype=restorer.dtype)
-        with torch.inference_mode():
-            return network(restorer.to_device(tensors), control)[0].float().cpu()
+        return restorer.forward(network, restorer.to_device(tensors), qf).float().cpu()
