@@ -21,6 +21,7 @@ from PIL import Image
 
 from fbcnn_plugins.core.atomic import atomic_target
 from fbcnn_plugins.png_metadata import add_png_metadata
+from fbcnn_plugins.tiff16 import write_tiff16
 
 WRITE_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
@@ -172,13 +173,17 @@ def write_image(
 
 def _write(tmp: Path, fmt: str, pixels: np.ndarray, icc: bytes | None, exif: bytes | None, quality: int) -> None:
     if pixels.dtype == np.uint16 and fmt in ("PNG", "TIFF"):
-        array = pixels if pixels.ndim == 2 or pixels.shape[2] in (1, 2) else pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]
-        if array.ndim == 3 and array.shape[2] == 2:  # OpenCV has no gray+alpha: keep the gray plane's depth, drop to RGBA
-            array = np.dstack([array[:, :, 0]] * 3 + [array[:, :, 1]])
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(array)):
-            raise ImageFileError(f"{tmp}: OpenCV failed to write 16-bit {fmt}")
-        if fmt == "PNG":
-            add_png_metadata(tmp, icc_profile=icc, exif=exif)
+        if pixels.ndim == 3 and pixels.shape[2] == 2:  # neither writer takes 16-bit gray+alpha: keep the depth as RGBA
+            pixels = np.dstack([pixels[:, :, 0]] * 3 + [pixels[:, :, 1]])
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]
+        if fmt == "TIFF":
+            write_tiff16(tmp, np.ascontiguousarray(pixels), icc_profile=icc, exif=exif)
+            return
+        bgr = pixels if pixels.ndim == 2 else pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(bgr)):
+            raise ImageFileError(f"{tmp}: OpenCV failed to write 16-bit PNG")
+        add_png_metadata(tmp, icc_profile=icc, exif=exif)
         return
     if pixels.dtype == np.float32 and fmt == "TIFF" and (pixels.ndim == 2 or pixels.shape[2] == 1):
         Image.fromarray(pixels.reshape(pixels.shape[:2]), mode="F").save(tmp, format="TIFF")

@@ -157,6 +157,34 @@ def test_sixteen_bit_png_stays_sixteen_bit_with_its_profile_and_tags(tmp_path, c
         assert written.getexif().get(0x010F) == "Deepcam"
 
 
+@pytest.mark.parametrize("channels", [3, 4, 1])
+def test_sixteen_bit_tiff_keeps_depth_icc_profile_and_camera_tags(tmp_path, capsys, channels):
+    import tifffile
+    from PIL import ImageCms
+
+    deep = natural_image(48, 56).astype(np.uint16) * 257 + 100
+    if channels == 4:
+        deep = np.dstack([deep, np.linspace(0, 65535, 48 * 56).astype(np.uint16).reshape(48, 56)])
+    elif channels == 1:
+        deep = deep[:, :, 1]
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    source = tmp_path / "deep.tif"
+    tifffile.imwrite(source, deep, photometric="rgb" if channels > 1 else "minisblack",
+                     extrasamples=["unassalpha"] if channels == 4 else None, iccprofile=icc,
+                     extratags=[(271, "s", 0, "Deepcam", True), (33432, "s", 0, "(c) someone", True)])
+    target = tmp_path / "deep_out.tiff"
+    code, _, err = run_cli("restore", source, "-o", target, "--qf", "40", capsys=capsys)
+    assert code == 0, err
+    with tifffile.TiffFile(target) as written:
+        restored, tags = written.asarray(), written.pages[0].tags
+        assert restored.dtype == np.uint16 and restored.shape == deep.shape
+        assert tags["InterColorProfile"].value == icc
+        assert tags["Make"].value == "Deepcam" and tags["Copyright"].value == "(c) someone"
+    assert np.abs(restored.astype(int) - deep.astype(int)).mean() > 50  # restored, not copied
+    if channels == 4:
+        assert np.array_equal(restored[:, :, 3], deep[:, :, 3])
+
+
 @pytest.mark.parametrize("name", ["deep.tiff", "photo.webp", "photo.bmp"])
 def test_tiff_webp_and_bmp_inputs(tmp_path, capsys, name):
     import cv2
