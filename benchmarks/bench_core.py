@@ -20,74 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
-import time
 
-CHILD = "--child"
+from fbcnn_plugins.benchmark import measure_in_child
 
 
-class _StopAfterTiles(Exception):
-    pass
-
-
-def child(config: str, precision: str, width: int, height: int, repeats: int, stop_after: int, threads: int) -> dict:
-    import numpy as np
-    import torch
-
-    from fbcnn_plugins.core.configs import create_network, get_config
-    from fbcnn_plugins.core.restorer import Restorer
-    from fbcnn_plugins.core.weights import LoadedModel
-
-    if threads:
-        torch.set_num_threads(threads)
-    network = create_network(config, 3).eval()
-    model = LoadedModel(network, f"random-{config}", get_config(config), 3)
-    restorer = Restorer(model, device="cpu", precision=None if precision == "fp32" else precision)
-    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tiles_done = {"n": 0, "total": 0}
-
-    def progress(done: int, total: int) -> None:
-        tiles_done.update(n=done, total=total)
-        if stop_after and done >= stop_after:
-            raise _StopAfterTiles
-
-    if not stop_after:
-        restorer.restore(image[:256, :256], qf=30)  # warm-up: one-time allocations and kernel selection
-    times = []
-    completed = True
-    for _ in range(repeats):
-        started = time.perf_counter()
-        try:
-            restorer.restore(image, qf=30, progress=progress)
-        except _StopAfterTiles:
-            completed = False
-        times.append(time.perf_counter() - started)
-    best = min(times)
-    pixels = width * height if completed else width * height * tiles_done["n"] / max(1, tiles_done["total"])
-    return {
-        "config": config, "precision": precision, "size": f"{width}x{height}",
-        "mp_per_s": pixels / 1e6 / best, "seconds": best, "completed": completed,
-        "tiles": f"{tiles_done['n']}/{tiles_done['total']}",
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "baseline_rss_mib": baseline_kib / 1024, "threads": torch.get_num_threads(),
-    }
-
-
-def run_child(args: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, CHILD, *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def measure_config(config: str, precision: str, width: int, height: int, repeats: int, stop_after: int, threads: int) -> dict:
+    """A randomly initialised ``config`` (speed and memory do not depend on the weights), in its own process."""
+    return measure_in_child(config=config, device="cpu", precision=precision, width=width, height=height,
+                            repeats=repeats, threads=threads, stop_after_tiles=stop_after)
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == CHILD:
-        config, precision, width, height, repeats, stop_after, threads = sys.argv[2:9]
-        print(json.dumps(child(config, precision, int(width), int(height), int(repeats), int(stop_after), int(threads))))
-        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["paper", "base", "small", "tiny"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
@@ -105,21 +48,21 @@ def main() -> None:
     if args.memory_24mp:
         for config in args.configs:
             stop = args.tiles if config == "paper" else 0
-            rows.append(run_child([config, "fp32", "6000", "4000", "1", str(stop), str(args.threads)]))
+            rows.append(measure_config(config, "fp32", 6000, 4000, 1, stop, args.threads))
     else:
         for config in args.configs:
             for precision in args.precisions:
                 width, height = args.bf16_size if precision == "bf16" and args.bf16_size else args.size
                 repeats = 1 if config == "paper" else args.repeats
-                rows.append(run_child([config, precision, str(width), str(height), str(repeats), "0", str(args.threads)]))
+                rows.append(measure_config(config, precision, width, height, repeats, 0, args.threads))
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     print(f"{'config':<7} {'prec':<5} {'size':<10} {'MP/s':>8} {'s/image':>8} {'peak RSS MiB':>13} {'tiles':>7}")
     for r in rows:
         note = "" if r["completed"] else "  (stopped early, see --help)"
-        print(f"{r['config']:<7} {r['precision']:<5} {r['size']:<10} {r['mp_per_s']:>8.3g} {r['seconds']:>8.2f} "
-              f"{r['peak_rss_mib']:>13.0f} {r['tiles']:>7}{note}")
+        print(f"{r['model'].removeprefix('random-'):<7} {r['precision']:<5} {r['size']:<10} {r['mp_per_s']:>8.3g} "
+              f"{r['seconds']:>8.2f} {r['peak_memory_mib']:>13.0f} {r['tiles']:>7}{note}")
     print(f"threads: {rows[0]['threads']}")
 
 

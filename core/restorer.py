@@ -23,7 +23,7 @@ from .ensemble import self_ensemble
 from .pixels import merge_image, split_image
 from .qf_estimation import dominant_quality
 from .quality import QFEstimate, clamp_qf, parse_qf, qf_to_scalar, scalar_to_qf
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, quality_tiles, run_tiled
+from .tiling import DEFAULT_TILE, check_tiling, default_overlap, quality_tiles, run_tiled
 from .weights import LoadedModel
 
 ProgressCallback = Callable[[int, int], None]
@@ -61,9 +61,10 @@ class Restorer:
         device: str | torch.device = "auto",
         precision: str | None = None,
         tile: int = DEFAULT_TILE,
-        overlap: int = DEFAULT_OVERLAP,
+        overlap: int | None = None,
         self_ensemble: bool = False,
     ) -> None:
+        overlap = default_overlap(tile) if overlap is None else overlap
         check_tiling(tile, overlap)
         #: Average the 8 flips/rotations of every tile: a little more quality for 8x the time.
         self.self_ensemble = self_ensemble

@@ -19,6 +19,15 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 
 
+def default_overlap(tile: int) -> int:
+    """DEFAULT_OVERLAP, or for small tiles the largest multiple of 8 under half the tile.
+
+    A user who lowers the tile to save memory should not also have to work out an overlap
+    that check_tiling accepts (64-px tiles get 24).
+    """
+    return max(0, min(DEFAULT_OVERLAP, (tile // 2 - 1) // GRID * GRID))
+
+
 def check_tiling(tile: int, overlap: int) -> None:
     if tile <= 0 or tile % GRID:
         raise ValueError(f"tile size must be a positive multiple of {GRID}, got {tile}")
@@ -29,15 +38,22 @@ def check_tiling(tile: int, overlap: int) -> None:
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) spans covering 0..length; starts are multiples of 8, the last span may be up to 7 longer."""
+    """[start, end) spans covering 0..length, neighbours sharing at least ``overlap`` pixels.
+
+    As many spans as ``tile``-sized windows need, each only as long as needed: the slack is
+    spread over all of them rather than sliding the last one back over its neighbour, which
+    does up to a third less work (a 1024-px side takes three spans of 368 px, not three of 512)
+    and never more.  Starts are multiples of 8; the last span may be up to 7 longer.
+    """
     if length <= tile + GRID - 1:
         return [(0, length)]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    last = (length - tile) // GRID * GRID
+    count = -(-(length - overlap) // (tile - overlap))
+    size = -(-(length + (count - 1) * overlap) // (count * GRID)) * GRID  # <= tile, since count suffices for tile
+    starts = [i * (size - overlap) for i in range(count - 1)]
+    last = (length - size) // GRID * GRID
     if last > starts[-1]:
         starts.append(last)
-    ends = [start + tile for start in starts[:-1]] + [length]
+    ends = [start + size for start in starts[:-1]] + [length]
     return list(zip(starts, ends))
 
 

@@ -286,3 +286,40 @@ def test_self_ensemble_option_gives_another_restoration(photos, tmp_path, capsys
         outputs[bool(flag)] = np.asarray(Image.open(target))
     assert outputs[True].shape == outputs[False].shape
     assert 0 < np.abs(outputs[True].astype(int) - outputs[False]).mean() < 3  # the same restoration, averaged
+
+
+def test_bench_measures_each_setting_in_one_run(capsys):
+    code, out, err = run_cli("bench", "--size", 96, 80, "--repeats", 1, "--precision", "fp32", "bf16",
+                             "--tile", 512, 64, "--json", capsys=capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["tile"], r["precision"]) for r in rows] == [(512, "fp32"), (512, "bf16"), (64, "fp32"), (64, "bf16")]
+    assert rows[0]["speed_ratio"] == 1.0
+    for row in rows:
+        assert row["model"] == "fbcnn-color-small" and row["size"] == "96x80" and row["device"] == "cpu"
+        assert row["mp_per_s"] > 0 and row["seconds"] > 0 and row["completed"]
+        assert row["speed_ratio"] == pytest.approx(row["mp_per_s"] / rows[0]["mp_per_s"])
+        assert row["peak_memory_mib"] > 100  # a whole interpreter with PyTorch and the model, measured on its own
+    assert rows[2]["tiles"] == "4/4" and rows[0]["tiles"] == "1/1"  # 96x80 in 64-px tiles: 2x2
+    code, out, err = run_cli("bench", "--size", 64, 64, "--repeats", 1, "--gray", "--json", capsys=capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["model"] == "fbcnn-gray-small"
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--tile", "100"], "multiple of 8"),
+    (["--model", "no-such-model"], "no-such-model"),
+    (["--precision", "fp16", "--device", "cpu"], "fp16 is not supported on the CPU"),
+    (["--size", "4", "64"], "at least 8 pixels"),
+])
+def test_bench_refuses_bad_settings_before_measuring(capsys, arguments, message):
+    code, out, err = run_cli("bench", *arguments, capsys=capsys)
+    assert code == 2 and message in err and out == ""
+
+
+def test_restore_with_small_tiles_needs_no_overlap_option(photos, tmp_path, capsys):
+    target = tmp_path / "small_tiles.png"
+    code, _, err = run_cli("restore", photos / "p0.jpg", "-o", target, "--tile", 64, "--qf", 30, capsys=capsys)
+    assert code == 0, err
+    assert target.exists()

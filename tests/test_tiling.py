@@ -5,7 +5,7 @@ import pytest
 
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.restorer import QF_MIN_TILE, Restorer
-from fbcnn_plugins.core.tiling import check_tiling, iter_tiles, quality_tiles, tile_spans
+from fbcnn_plugins.core.tiling import check_tiling, default_overlap, iter_tiles, quality_tiles, tile_spans
 
 from conftest import natural_image, pillow_jpeg
 
@@ -21,6 +21,16 @@ def test_spans_cover_start_on_the_grid_and_overlap_enough(length, tile, overlap)
     for start, end in spans:
         assert start % 8 == 0
         assert end - start <= tile + 7
+
+
+@pytest.mark.parametrize("length", [520, 1000, 1024, 1031, 1080, 1920, 4000, 6000])
+@pytest.mark.parametrize("tile, overlap", [(512, 32), (256, 32), (96, 0)])
+def test_spans_do_no_more_work_than_sliding_full_tiles(length, tile, overlap):
+    spans = tile_spans(length, tile, overlap)
+    # The fewest windows of at most `tile` pixels that cover the side with the overlap...
+    assert len(spans) == -(-(length - overlap) // (tile - overlap))
+    # ...and no more pixels than full-size windows would process (the old layout: the last one slid back).
+    assert sum(end - start for start, end in spans) <= len(spans) * tile + 7
 
 
 @pytest.mark.parametrize("tile, overlap", [(60, 16), (64, 12), (64, 32), (0, 0)])
@@ -40,7 +50,7 @@ def test_tiled_output_matches_whole_image_within_a_hundredth_of_a_db(bundled_col
     clean = natural_image(200, 264, seed=3)
     degraded = pillow_jpeg(clean, 20)
     whole = Restorer(bundled_color_model, device="cpu", tile=512, overlap=32).restore(degraded)
-    tiled = Restorer(bundled_color_model, device="cpu", tile=96, overlap=32).restore(degraded, qf=whole.qf.value)
+    tiled = Restorer(bundled_color_model, device="cpu", tile=128, overlap=32).restore(degraded, qf=whole.qf.value)
     assert abs(psnr(clean, whole.image) - psnr(clean, tiled.image)) <= 0.01
     assert psnr(whole.image, tiled.image) > 45
 
@@ -61,3 +71,13 @@ def test_small_restoration_tiles_do_not_move_the_predicted_qf(bundled_color_mode
         small = Restorer(bundled_color_model, device="cpu", tile=tile, overlap=16).restore(degraded)
         assert small.qf.predicted == reference.qf.predicted
         assert psnr(reference.image, small.image) > 45
+
+
+def test_small_tiles_get_an_overlap_that_check_tiling_accepts(bundled_color_model):
+    assert [default_overlap(t) for t in (8, 16, 64, 72, 512)] == [0, 0, 24, 32, 32]
+    for tile in (8, 16, 64, 72, 512, 1024):
+        check_tiling(tile, default_overlap(tile))
+    degraded = pillow_jpeg(natural_image(96, 136, seed=6), 20)
+    implicit = Restorer(bundled_color_model, device="cpu", tile=64).restore(degraded, qf=20)
+    explicit = Restorer(bundled_color_model, device="cpu", tile=64, overlap=24).restore(degraded, qf=20)
+    assert np.array_equal(implicit.image, explicit.image)

@@ -21,7 +21,7 @@ import vapoursynth as vs
 
 from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
-from fbcnn_plugins.core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
 QFArgument = Union[None, int, Sequence[int], Callable[[int], int], vs.VideoNode]
 QFSource = Callable[[int, vs.VideoFrame], int]
@@ -109,7 +109,7 @@ def fbcnn(
     try:
         restorer = Restorer(
             model, device=device, precision=_precision_for(fmt, precision, device),
-            tile=tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+            tile=tile or DEFAULT_TILE, overlap=overlap,
             self_ensemble=self_ensemble,
         )
         gray = fmt.color_family == vs.GRAY

@@ -8,9 +8,9 @@ from typing import Sequence
 
 from fbcnn_plugins import __version__
 
-from . import eval_cmd, gimp_cmd, models_cmd, qf_cmd, restore_cmd, train_cmd
+from . import bench_cmd, eval_cmd, gimp_cmd, models_cmd, qf_cmd, restore_cmd, train_cmd
 
-COMMANDS = (restore_cmd, qf_cmd, models_cmd, eval_cmd, train_cmd, gimp_cmd)
+COMMANDS = (restore_cmd, qf_cmd, models_cmd, bench_cmd, eval_cmd, train_cmd, gimp_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="compute precision (default: fp32)")
     parser.add_argument("--tile", type=int, help="tile size in pixels, multiple of 8 (default: 512)")
-    parser.add_argument("--overlap", type=int, help="tile overlap in pixels, multiple of 8 (default: 32)")
+    parser.add_argument("--overlap", type=int, help="tile overlap in pixels, multiple of 8 (default: 32; less for tiles under 72)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips/rotations: a little more quality for 8x the time")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
@@ -149,11 +149,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _make_restorer(args: argparse.Namespace):
     from fbcnn_plugins.core.restorer import Restorer
-    from fbcnn_plugins.core.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+    from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
     return Restorer(
         args.model, device=args.device, precision=args.precision,
-        tile=args.tile or DEFAULT_TILE, overlap=DEFAULT_OVERLAP if args.overlap is None else args.overlap,
+        tile=args.tile or DEFAULT_TILE, overlap=args.overlap,
         self_ensemble=args.self_ensemble,
     )
 
