@@ -62,7 +62,7 @@ def main() -> None:
     for r in rows:
         note = "" if r["completed"] else "  (stopped early, see --help)"
         print(f"{r['model'].removeprefix('random-'):<7} {r['precision']:<5} {r['size']:<10} {r['mp_per_s']:>8.3g} "
-              f"{r['seconds']:>8.2f} {r['peak_memory_mib']:>13.0f} {r['tiles']:>7}{note}")
+              f"{r['seconds']:>8.2f} {r['peak_memory_mib'] or float('nan'):>13.0f} {r['tiles']:>7}{note}")
     print(f"threads: {rows[0]['threads']}")
 
 

@@ -64,7 +64,8 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX-512-BF16 or AMX; read from Linux's cpuinfo).
 
     Without it PyTorch emulates bf16 on the CPU, many times slower than fp32; with it bf16 can
-    be the faster choice.  Elsewhere (macOS, Windows) this says False and fp32 stays the pick.
+    be the faster choice.  Where cpuinfo does not say (macOS, Windows) or names no such x86
+    extension (Arm CPUs), this says False and fp32 stays the pick.
     """
     try:
         with open("/proc/cpuinfo") as cpuinfo:

@@ -47,8 +47,10 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """
     if length <= tile + GRID - 1:
         return [(0, length)]
-    count = -(-(length - overlap) // (tile - overlap))
-    size = -(-(length + (count - 1) * overlap) // (count * GRID)) * GRID  # <= tile, since count suffices for tile
+    # The fewest spans of `tile` pixels (the last may take up to 7 more) that cover the side...
+    count = max(2, -(-(length - overlap - (GRID - 1)) // (tile - overlap)))
+    # ...each made only as long as that count needs.
+    size = min(tile, -(-(length + (count - 1) * overlap) // (count * GRID)) * GRID)
     starts = [i * (size - overlap) for i in range(count - 1)]
     last = (length - size) // GRID * GRID
     if last > starts[-1]:
@@ -93,10 +95,11 @@ def run_tiled(
     image: torch.Tensor,
     *,
     tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
+    overlap: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Apply ``process`` (tensor (1,C,h,w) -> same shape) tile by tile to a CPU image (1,C,H,W)."""
+    overlap = default_overlap(tile) if overlap is None else overlap
     check_tiling(tile, overlap)
     _, channels, height, width = image.shape
     tiles = list(iter_tiles(height, width, tile, overlap))

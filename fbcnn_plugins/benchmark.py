@@ -94,6 +94,8 @@ def measure(
     done = 1.0 if completed else tiles["done"] / max(1, tiles["total"])
     if on_gpu:
         peak, memory_kind = torch.cuda.max_memory_allocated(restorer.device) / 2**20, "GPU allocated"
+    elif restorer.device.type == "mps":
+        peak, memory_kind = peak_rss_mib(), "process RSS; Metal memory not counted"
     else:
         peak, memory_kind = peak_rss_mib(), "process RSS"
     return {
@@ -117,7 +119,8 @@ def peak_rss_mib() -> float | None:
 
 def measure_in_child(**options: Any) -> dict[str, Any]:
     """``measure`` in a fresh interpreter, so its peak memory is its own; errors come back as RuntimeError."""
-    done = subprocess.run([sys.executable, "-m", "fbcnn_plugins.benchmark", json.dumps(options)],
+    # -P: the working directory (maybe a source checkout) must not shadow the installed package.
+    done = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.benchmark", json.dumps(options)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]

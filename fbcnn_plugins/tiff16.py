@@ -10,6 +10,7 @@ not: tifffile has no writer for it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from PIL import Image
 #: EXIF tags of the main directory (IFD0) that are also baseline TIFF tags, written as extra tags.
 MAIN_TEXT_TAGS = {271: "Make", 272: "Model", 315: "Artist", 33432: "Copyright"}
 DESCRIPTION, SOFTWARE, DATETIME = 270, 305, 306
+TIFF_DATETIME = re.compile(r"\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}")
 
 
 def write_tiff16(path: str | Path, pixels: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None) -> None:
@@ -42,11 +44,25 @@ def write_tiff16(path: str | Path, pixels: np.ndarray, *, icc_profile: bytes | N
 
 
 def exif_text_tags(exif: bytes | None) -> dict[int, str]:
-    """The non-empty ASCII tags of an EXIF block's main directory that a TIFF can hold."""
+    """The non-empty ASCII tags of an EXIF block's main directory that a TIFF can hold.
+
+    Metadata must never cost the pixels: an unreadable EXIF block gives no tags, a tag that
+    is not 7-bit ASCII (TIFF's ASCII type) is left out, and so is a DateTime that is not
+    TIFF's "YYYY:MM:DD HH:MM:SS" (tifffile refuses any other).
+    """
     if not exif:
         return {}
     parsed = Image.Exif()
-    parsed.load(exif)
+    try:
+        parsed.load(exif)
+    except Exception:  # Pillow raises several types for damaged EXIF; none of them should stop the write
+        return {}
     wanted = set(MAIN_TEXT_TAGS) | {DESCRIPTION, SOFTWARE, DATETIME}
-    return {code: value.strip("\x00") for code, value in parsed.items()
-            if code in wanted and isinstance(value, str) and value.strip("\x00")}
+    tags = {}
+    for code, value in parsed.items():
+        if code not in wanted or not isinstance(value, str):
+            continue
+        value = value.strip("\x00").strip()
+        if value and value.isascii() and (code != DATETIME or TIFF_DATETIME.fullmatch(value)):
+            tags[code] = value
+    return tags

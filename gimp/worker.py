@@ -71,10 +71,12 @@ class Worker:
         ensemble = header.get("self_ensemble", False)
         if not isinstance(ensemble, bool):
             raise ValueError(f"self_ensemble must be true or false, got {ensemble!r}")
-        key = (model, device, tile, ensemble)
+        key = (model, device, tile)
         if key not in self._restorers:
-            self._restorers[key] = Restorer(model, device=device, tile=tile, self_ensemble=ensemble)
-        return self._restorers[key]
+            self._restorers[key] = Restorer(model, device=device, tile=tile)
+        restorer = self._restorers[key]
+        restorer.self_ensemble = ensemble  # a per-request choice: one network in memory serves both
+        return restorer
 
     def hello(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
         import torch

@@ -185,6 +185,24 @@ def test_sixteen_bit_tiff_keeps_depth_icc_profile_and_camera_tags(tmp_path, caps
         assert np.array_equal(restored[:, :, 3], deep[:, :, 3])
 
 
+def test_sixteen_bit_tiff_metadata_that_tiff_cannot_hold_never_costs_the_pixels(tmp_path):
+    import tifffile
+
+    from fbcnn_plugins.tiff16 import write_tiff16
+
+    exif = Image.Exif()
+    exif[306] = "2020:01:01"  # a date without a time: TIFF's DateTime cannot hold it
+    exif[271] = "Deepcam"
+    deep = natural_image(16, 24).astype(np.uint16) * 257
+    for block in (exif.tobytes(), b"not an EXIF block"):
+        target = tmp_path / "odd.tif"
+        write_tiff16(target, deep, exif=block)
+        with tifffile.TiffFile(target) as written:
+            assert np.array_equal(written.asarray(), deep)
+            assert "DateTime" not in written.pages[0].tags
+            assert ("Make" in written.pages[0].tags) == (block == exif.tobytes())
+
+
 @pytest.mark.parametrize("name", ["deep.tiff", "photo.webp", "photo.bmp"])
 def test_tiff_webp_and_bmp_inputs(tmp_path, capsys, name):
     import cv2
@@ -312,6 +330,7 @@ def test_bench_measures_each_setting_in_one_run(capsys):
     (["--model", "no-such-model"], "no-such-model"),
     (["--precision", "fp16", "--device", "cpu"], "fp16 is not supported on the CPU"),
     (["--size", "4", "64"], "at least 8 pixels"),
+    (["--model", "fbcnn-gray-small"], "is a gray model; add --gray"),
 ])
 def test_bench_refuses_bad_settings_before_measuring(capsys, arguments, message):
     code, out, err = run_cli("bench", *arguments, capsys=capsys)

@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--gray", action="store_true", help="measure a gray image (the bundled gray model by default)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "bf16"],
-                        help="precisions to compare (default: fp32, plus bf16 on CPUs with bf16 hardware, fp16 and bf16 on GPUs)")
+                        help="precisions to compare (default: fp32, plus bf16 on CPUs with bf16 hardware, fp16 and bf16 on CUDA GPUs)")
     parser.add_argument("--size", nargs=2, type=int, default=[1024, 768], metavar=("W", "H"),
                         help="image size in pixels (default: 1024 768)")
     parser.add_argument("--tile", type=int, nargs="+", help="tile sizes to compare, multiples of 8 (default: 512)")
@@ -48,27 +48,35 @@ def run(args: argparse.Namespace) -> int:
         precisions = args.precision or default_precisions(device)
         for precision in precisions:
             resolve_precision(None if precision == "fp32" else precision, device)
-        load_model(args.model, gray=args.gray)  # a missing model or bad file is reported here, once
+        loaded = load_model(args.model, gray=args.gray)  # a missing model or bad file is reported here, once
+        if loaded.is_gray and not args.gray:
+            raise ValueError(f"model {loaded.name!r} is a gray model; add --gray")
     except (ValueError, FileNotFoundError, DeviceError) as error:
         print(f"fbcnn bench: {error}", file=sys.stderr)
         return 2
 
-    rows = []
+    rows, failures = [], 0
     for tile in tiles:
         for precision in precisions:
             try:
-                rows.append(measure_in_child(
+                row = measure_in_child(
                     model=args.model, gray=args.gray, device=str(device), precision=precision, width=width,
                     height=height, tile=tile, self_ensemble=args.self_ensemble, repeats=args.repeats,
                     threads=args.threads,
-                ))
+                )
             except RuntimeError as error:
+                # One setting that does not fit (a GPU out of memory at a large tile) must not hide the others.
                 print(f"fbcnn bench: {precision} at tile {tile} on {device} failed: {error}", file=sys.stderr)
-                return 1
-            rows[-1]["speed_ratio"] = rows[-1]["mp_per_s"] / rows[0]["mp_per_s"]
+                failures += 1
+                continue
+            row["speed_ratio"] = row["mp_per_s"] / rows[0]["mp_per_s"] if rows else 1.0
+            rows.append(row)
+    status = 1 if failures else 0
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return status
+    if not rows:
+        return status
     first = rows[0]
     print(f"{first['model']} on {first['device']}, {first['size']} image, best of {args.repeats}, "
           f"{first['threads']} CPU threads{', self-ensemble' if args.self_ensemble else ''}")
@@ -77,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         memory = "unknown" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f} MiB ({row['memory_kind']})"
         print(f"{row['precision']:<10}{row['tile']:>6}{row['mp_per_s']:>9.3g}{row['seconds']:>9.2f}"
               f"{row['speed_ratio']:>8.2f}x  {memory}")
-    return 0
+    return status
 
 
 def default_precisions(device) -> list[str]:
