@@ -49,7 +49,7 @@ class Restorer:
     ``model`` may be ``None`` (the installed default colour or gray model,
     chosen per image), a registered model name, a weights path, or an already
     loaded model.  ``self_ensemble`` averages the 8 flips/rotations of each tile (8x the
-    time, for the last tenths of a dB).  Gray images given to a colour model are replicated to three
+    time, for about a tenth of a dB at strong compression).  Gray images given to a colour model are replicated to three
     channels and the restored channels averaged back, which is what the
     colour model was trained to handle for gray photos.
     """

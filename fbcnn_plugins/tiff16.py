@@ -17,8 +17,9 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-#: EXIF tags of the main directory (IFD0) that are also baseline TIFF tags, written as extra tags.
-MAIN_TEXT_TAGS = {271: "Make", 272: "Model", 315: "Artist", 33432: "Copyright"}
+#: EXIF tags of the main directory (IFD0) that are also baseline TIFF tags, written as extra tags:
+#: Make, Model, Artist, Copyright.
+MAIN_TEXT_TAGS = frozenset({271, 272, 315, 33432})
 DESCRIPTION, SOFTWARE, DATETIME = 270, 305, 306
 TIFF_DATETIME = re.compile(r"\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}")
 
@@ -57,7 +58,7 @@ def exif_text_tags(exif: bytes | None) -> dict[int, str]:
         parsed.load(exif)
     except Exception:  # Pillow raises several types for damaged EXIF; none of them should stop the write
         return {}
-    wanted = set(MAIN_TEXT_TAGS) | {DESCRIPTION, SOFTWARE, DATETIME}
+    wanted = MAIN_TEXT_TAGS | {DESCRIPTION, SOFTWARE, DATETIME}
     tags = {}
     for code, value in parsed.items():
         if code not in wanted or not isinstance(value, str):
