@@ -14,11 +14,14 @@ from fbcnn_plugins.core.metrics import blocking_effect_factor, psnr, psnr_b
 from fbcnn_plugins.core.weights import load_weights
 from fbcnn_plugins.training.config import TrainConfig, load_train_config
 from fbcnn_plugins.training.data import (
-    ColorAugmentation, DegradationConfig, PatchBatches, QualityDistribution, load_training_image, scale_saturation,
+    ColorAugmentation, DegradationConfig, Downscale, PatchBatches, QualityDistribution, degrade_chain,
+    load_training_image, scale_saturation,
 )
 from fbcnn_plugins.training.evaluation import Condition, evaluate
 from fbcnn_plugins.training.export import export_run
-from fbcnn_plugins.training.trainer import Trainer, load_checkpoint, prepare_batch, read_log, training_loss
+from fbcnn_plugins.training.trainer import (
+    Trainer, WeightAverage, load_checkpoint, prepare_batch, read_log, training_loss,
+)
 
 from conftest import REPO, natural_image
 
@@ -137,6 +140,88 @@ def test_color_augmentation_changes_colours_only_when_configured():
     assert len(closer) >= 3 and all(closer)
 
 
+def grid_strength(patch: np.ndarray, period: int) -> float:
+    """How much stronger the steps between columns are at the strongest phase of ``period`` than on average."""
+    gray = patch.astype(float).mean(axis=2) if patch.ndim == 3 else patch.astype(float)
+    steps = np.abs(np.diff(gray, axis=1)).mean(axis=0)
+    return max(steps[phase::period].mean() for phase in range(period)) / steps.mean()
+
+
+def test_downscaling_the_source_erases_an_old_jpeg_grid_and_is_off_by_default():
+    # A training photo that was a JPEG once: its 8x8 grid is what the lever should average away.
+    photos = [natural_image(224, 224, seed=s) for s in range(2)]
+    once_jpeg = [jpeg_roundtrip(photo, 20) for photo in photos]
+    kwargs = dict(patch_size=48, batch_size=8, degradation=DegradationConfig(), seed=2, total_steps=10)
+    plain = PatchBatches(once_jpeg, **kwargs)
+    assert torch.equal(PatchBatches(once_jpeg, downscale=Downscale(), **kwargs)[1]["clean"], plain[1]["clean"])
+    shrink = Downscale(1.0, (0.5, 0.5))
+    shrunk = PatchBatches(once_jpeg, downscale=shrink, **kwargs)
+    assert torch.equal(shrunk[1]["clean"], shrunk[1]["clean"])  # still pure in (seed, step)
+    strength = lambda batches: np.mean([grid_strength(p.permute(1, 2, 0).numpy(), 8)
+                                        for step in range(3) for p in batches[step]["clean"]])
+    never_jpeg = strength(PatchBatches(photos, downscale=shrink, **kwargs))  # what chance alone gives
+    assert strength(plain) > never_jpeg + 0.3
+    assert strength(shrunk) < never_jpeg + 0.1
+    with pytest.raises(ValueError, match="downscale range"):
+        Downscale(1.0, (0.5, 1.5))
+
+
+def test_chain_compresses_resizes_and_compresses_again_with_the_first_qf_as_label():
+    source = natural_image(80, 80, seed=5)  # resized by 1.5 to the 120-pixel region of a 104-pixel patch
+    config = DegradationConfig(chain_first=QualityDistribution([(1.0, 10, 10)]),
+                               chain_second=QualityDistribution([(1.0, 90, 90)]))
+    sample = degrade_chain(source, np.random.default_rng(0), config, 104)
+    assert sample.qf == 10 and sample.is_double  # the harsher, first QF; no QF loss for it
+    assert sample.clean.shape == sample.degraded.shape == (104, 104, 3)
+    # The target is the resized clean source, aligned with the degraded patch.
+    assert psnr(sample.clean, sample.degraded) > psnr(np.roll(sample.clean, 2, axis=1), sample.degraded) + 2
+    # The strong first grid was stretched to a 12-pixel period; the second, at QF 90, is faint.
+    assert grid_strength(sample.degraded, 12) > 1.3 * grid_strength(sample.degraded, 8)
+    single = jpeg_roundtrip(sample.clean, 10)
+    assert grid_strength(single, 8) > 1.3 * grid_strength(single, 12)
+
+
+def test_chain_samples_in_batches_are_labelled_and_flagged_and_off_by_default():
+    images = [natural_image(160, 160, seed=s) for s in range(2)]
+    plain = make_batches(images, double_ratio=0.25)
+    off = make_batches(images, double_ratio=0.25, chain_ratio=0.0)
+    assert torch.equal(plain[4]["degraded"], off[4]["degraded"])
+    chained = make_batches(images, chain_ratio=1.0, chain_first=QualityDistribution([(1.0, 15, 15)]))
+    for step in (0, 1):
+        batch = chained[step]
+        assert batch["double"].all() and batch["qf"].tolist() == [15.0] * 6
+        assert batch["clean"].shape == batch["degraded"].shape == (6, 3, 32, 32)
+
+
+@pytest.mark.parametrize("section, message", [
+    ("[data.downscale]\nprobability = 1.5", "downscale probability"),
+    ("[data.downscale]\nprobability = 0.5\nrange = [0.0, 1.0]", "downscale range"),
+    ("[data.jpeg]\nchain_ratio = 2.0", "chain_ratio"),
+    ("[data.jpeg]\nchain_ratio = 0.2\nchain_scale = [1.5, 0.75]", "chain_scale"),
+    ("[optim]\nema_decay = 1.0", "ema_decay"),
+])
+def test_bad_lever_settings_are_refused_when_the_config_is_read(tmp_path, section, message):
+    config = tmp_path / "run.toml"
+    config.write_text(f'[data]\ntrain_dirs = []\n{section}\n')
+    with pytest.raises(ValueError, match=message) as error:
+        load_train_config(config)
+    assert str(config) in str(error.value)
+
+
+def test_lever_settings_are_read_and_default_to_off(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[data]\ntrain_dirs = []\n[data.downscale]\nprobability = 0.5\nrange = [0.6, 0.9]\n'
+                      '[data.jpeg]\nchain_ratio = 0.2\nchain_qf1 = [[1.0, 10, 40]]\nchain_scale = [0.8, 1.2]\n'
+                      '[optim]\nema_decay = 0.995\n[validation]\nval_dirs = []\n')
+    loaded = load_train_config(config)
+    assert loaded.downscale == Downscale(0.5, (0.6, 0.9)) and loaded.ema_decay == 0.995
+    assert loaded.degradation.chain_ratio == 0.2 and loaded.degradation.chain_scale == (0.8, 1.2)
+    assert loaded.degradation.chain_first.components == [(1.0, 10, 40)]
+    assert loaded.degradation.chain_second.components == [(1.0, 80, 95)]
+    defaults = load_train_config(REPO / "training" / "configs" / "color-small-stage3.toml")
+    assert not defaults.downscale.active and defaults.ema_decay == 0 and defaults.degradation.chain_ratio == 0
+
+
 @pytest.mark.parametrize("color, message", [
     ("channel_shuffle = 0.5", "colour models"),  # on a gray model
     ("channel_shuffle = 1.5", "probability"),
@@ -230,6 +315,44 @@ def test_a_second_stage_starts_from_the_first_stages_weights(tiny_config, tmp_pa
         Trainer(gray, tmp_path / "gray", log=lambda _: None)
 
 
+def test_weight_average_follows_the_steps_and_is_what_gets_exported(tiny_config, tmp_path):
+    config = dataclasses.replace(tiny_config, ema_decay=0.9)
+    trainer = Trainer(config, tmp_path / "run", log=lambda _: None)
+    expected = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    for update in range(1, 6):  # one step at a time, averaging by hand beside it
+        trainer.train(max_steps=1, validate=False)
+        decay = min(0.9, (1 + update) / (10 + update))
+        expected = {k: decay * expected[k] + (1 - decay) * v for k, v in trainer.network.state_dict().items()}
+    averaged = trainer.average.network.state_dict()
+    for key, value in expected.items():
+        assert torch.allclose(averaged[key], value, atol=1e-6), key
+    assert any(not torch.equal(averaged[k], v) for k, v in trainer.network.state_dict().items())
+    trainer.save()
+    loaded = load_weights(export_run(tmp_path / "run", tmp_path / "m.safetensors"))
+    for key, value in averaged.items():
+        assert torch.equal(loaded.network.state_dict()[key], value.half().float()), key
+    assert loaded.card["training"]["ema_decay"] == 0.9
+
+
+def test_weight_average_resumes_exactly_and_leaves_the_steps_alone(tiny_config, tmp_path):
+    config = dataclasses.replace(tiny_config, ema_decay=0.9)
+    straight = Trainer(config, tmp_path / "straight", log=lambda _: None)
+    straight.train(max_steps=6, validate=False)
+    first = Trainer(config, tmp_path / "split", log=lambda _: None)
+    first.train(max_steps=3, validate=False)
+    first.save()
+    second = Trainer(config, tmp_path / "split", log=lambda _: None)
+    assert second.resume()
+    second.train(max_steps=3, validate=False)
+    for key, value in straight.average.network.state_dict().items():
+        assert torch.equal(value, second.average.network.state_dict()[key]), key
+    without = Trainer(tiny_config, tmp_path / "plain", log=lambda _: None)
+    without.train(max_steps=6, validate=False)
+    assert without.average is None
+    for key, value in without.network.state_dict().items():  # the average does not change the training
+        assert torch.equal(value, straight.network.state_dict()[key]), key
+
+
 def test_export_round_trip_is_bit_exact_and_carries_the_record(tiny_config, tmp_path):
     trainer = Trainer(tiny_config, tmp_path / "run", log=lambda _: None)
     trainer.train(max_steps=20)
@@ -256,6 +379,19 @@ def test_shipped_training_configs_parse():
             assert Path(config.init_from).parent != Path(config.run_dir), path.name
             run_dirs.add(config.run_dir)
     assert len(run_dirs) == 3
+    # The lever-ranking fine-tunes: the same start, steps and seed, each its own folder, one lever each.
+    levers = {path.stem: load_train_config(path) for path in configs if path.stem.startswith("color-small-ft-")}
+    assert {"color-small-ft-baseline", "color-small-ft-ema", "color-small-ft-downscale",
+            "color-small-ft-wallpapers", "color-small-ft-chain"} <= set(levers)
+    assert len({c.run_dir for c in levers.values()}) == len(levers)
+    baseline = levers["color-small-ft-baseline"]
+    assert (REPO / baseline.init_from).exists()
+    for name, config in levers.items():
+        assert (config.init_from, config.steps, config.batch_size, config.seed) == (
+            baseline.init_from, baseline.steps, baseline.batch_size, baseline.seed), name
+    assert levers["color-small-ft-ema"].ema_decay > 0 and levers["color-small-ft-downscale"].downscale.active
+    assert levers["color-small-ft-chain"].degradation.chain_ratio > 0
+    assert len(levers["color-small-ft-wallpapers"].train_dirs) == len(baseline.train_dirs) + 1
     for name in ("color-small-stage2", "color-small-stage3"):
         assert load_train_config(REPO / "training" / "configs" / f"{name}.toml").color_augmentation.active
 

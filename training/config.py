@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import ColorAugmentation, DegradationConfig, QualityDistribution
+from .data import ColorAugmentation, DegradationConfig, Downscale, QualityDistribution
 
 
 @dataclass
@@ -52,6 +52,11 @@ class TrainConfig:
     val_images: int = 12
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     color_augmentation: ColorAugmentation = field(default_factory=ColorAugmentation)
+    #: ([data.downscale]) Shrinking of the clean source before patches are cut; off by default.
+    downscale: Downscale = field(default_factory=Downscale)
+    #: ([optim]) Decay of an exponential moving average of the weights, kept beside them and
+    #: validated and exported instead of them; 0 (the default) keeps none.
+    ema_decay: float = 0.0
     source: str = ""
     #: Start from these weights instead of the seed's random ones (a second stage of training):
     #: a run's ``last.pt`` or exported ``.safetensors``; relative to where ``fbcnn train`` runs.
@@ -73,13 +78,28 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raw = tomllib.load(stream)
     model, data, optim, run, val = (raw.get(k, {}) for k in ("model", "data", "optim", "run", "validation"))
     jpeg = data.get("jpeg", {})
-    degradation = DegradationConfig(
-        single=_distribution(jpeg.get("single_qf"), QualityDistribution()),
-        double_ratio=float(jpeg.get("double_ratio", 0.0)),
-        double_first=_distribution(jpeg.get("double_qf1"), QualityDistribution()),
-        double_second=_distribution(jpeg.get("double_qf2"), QualityDistribution()),
-        max_shift=int(jpeg.get("max_shift", 7)),
-    )
+    try:
+        degradation = DegradationConfig(
+            single=_distribution(jpeg.get("single_qf"), QualityDistribution()),
+            double_ratio=float(jpeg.get("double_ratio", 0.0)),
+            double_first=_distribution(jpeg.get("double_qf1"), QualityDistribution()),
+            double_second=_distribution(jpeg.get("double_qf2"), QualityDistribution()),
+            max_shift=int(jpeg.get("max_shift", 7)),
+            chain_ratio=float(jpeg.get("chain_ratio", 0.0)),
+            chain_first=_distribution(jpeg.get("chain_qf1"), QualityDistribution()),
+            chain_second=_distribution(jpeg.get("chain_qf2"), QualityDistribution([(1.0, 80, 95)])),
+            chain_scale=tuple(float(v) for v in jpeg.get("chain_scale", (0.75, 1.5))),
+        )
+        shrink = data.get("downscale", {})
+        downscale = Downscale(
+            probability=float(shrink.get("probability", 0.0)),
+            range=tuple(float(v) for v in shrink.get("range", (0.5, 1.0))),
+        )
+        ema_decay = float(optim.get("ema_decay", 0.0))
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in 0..1 (0: off), got {ema_decay}")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
     color = data.get("color", {})
     try:
         color_augmentation = ColorAugmentation(
@@ -92,7 +112,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     if model.get("gray", False) and color_augmentation.active:
         raise ValueError(f"{path}: [data.color] augmentation is for colour models; this config trains a gray one")
     # Fields set from their own sections above are not taken again from the flat ones.
-    explicit = {"name", "network", "gray", "init_from", "degradation", "color_augmentation", "source"}
+    explicit = {"name", "network", "gray", "init_from", "degradation", "color_augmentation", "downscale", "ema_decay", "source"}
     known = set(TrainConfig.__dataclass_fields__) - explicit
     settings: dict[str, Any] = {}
     for section in (data, optim, run, val):
@@ -104,6 +124,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
         init_from=str(model.get("init_from", "")),
         degradation=degradation,
         color_augmentation=color_augmentation,
+        downscale=downscale,
+        ema_decay=ema_decay,
         source=str(path),
         **settings,
     )

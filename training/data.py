@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -35,11 +36,62 @@ class QualityDistribution:
 
 @dataclass
 class DegradationConfig:
+    """How a clean patch is compressed: single JPEG, non-aligned double JPEG, or a resize chain.
+
+    The chain (``chain_ratio`` of the samples) is what photos that were saved, resized and saved
+    again look like: JPEG at ``chain_first``, resize by a factor from ``chain_scale``, JPEG at a
+    high ``chain_second``. The first grid is then no longer on 8-pixel steps, so the QF head has
+    nothing it was taught to read: such samples count as double (no QF loss) and their label
+    is the smaller QF, almost always the first, harsher one, which is what a user wants undone.
+    ``double_ratio`` applies to the samples that are not chains.
+    """
+
     single: QualityDistribution = field(default_factory=QualityDistribution)
     double_ratio: float = 0.0
     double_first: QualityDistribution = field(default_factory=QualityDistribution)
     double_second: QualityDistribution = field(default_factory=QualityDistribution)
     max_shift: int = 7
+    chain_ratio: float = 0.0
+    chain_first: QualityDistribution = field(default_factory=QualityDistribution)
+    chain_second: QualityDistribution = field(default_factory=lambda: QualityDistribution([(1.0, 80, 95)]))
+    chain_scale: tuple[float, float] = (0.75, 1.5)
+
+    def __post_init__(self) -> None:
+        for name in ("double_ratio", "chain_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in 0..1, got {getattr(self, name)}")
+        if len(self.chain_scale) != 2 or not 0.0 < self.chain_scale[0] <= self.chain_scale[1]:
+            raise ValueError(f"chain_scale must be [low, high] with 0 < low <= high, got {list(self.chain_scale)}")
+
+
+@dataclass
+class Downscale:
+    """Shrink the clean source region before a patch is cut from it (area averaging).
+
+    Most training photos were JPEGs once (BSDS at about q92); shrinking by 0.5..1 averages
+    their old 8x8 grid and ringing away, gives sharper detail per pixel and more scales of
+    the same scenes, so the network learns what clean looks like rather than what q92 looks
+    like.  The factor is drawn log-uniformly from ``range`` for ``probability`` of the patches.
+    """
+
+    probability: float = 0.0
+    range: tuple[float, float] = (0.5, 1.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"downscale probability is in 0..1, got {self.probability}")
+        if len(self.range) != 2 or not 0.0 < self.range[0] <= self.range[1] <= 1.0:
+            raise ValueError(f"downscale range must be [low, high] with 0 < low <= high <= 1, got {list(self.range)}")
+
+    @property
+    def active(self) -> bool:
+        return self.probability > 0 and self.range != (1.0, 1.0)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        if rng.random() >= self.probability:
+            return 1.0
+        low, high = self.range
+        return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
 @dataclass
@@ -129,6 +181,31 @@ def augment(patch: np.ndarray, mode: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(patch, mode % 4))
 
 
+def resize_square(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize a square uint8 region to ``side`` pixels: area averaging to shrink (no aliasing),
+    Lanczos to enlarge (what photo editors offer); gray stays 2-D."""
+    if image.shape[0] == side and image.shape[1] == side:
+        return image
+    shrinking = side < min(image.shape[:2])
+    resized = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4)
+    return np.ascontiguousarray(resized)
+
+
+def degrade_chain(source: np.ndarray, rng: np.random.Generator, config: DegradationConfig, size: int) -> Sample:
+    """JPEG, resize to ``size + 2*GRID``, JPEG again at a high QF; the clean target is resized alike.
+
+    ``source`` is the clean region before the resize (its side divided by the chain's scale).
+    The second grid starts at the region's corner; the patch is cut at a random 0..7 offset.
+    """
+    q1, q2 = config.chain_first.sample(rng), config.chain_second.sample(rng)
+    region = size + 2 * GRID
+    clean = resize_square(source, region)
+    degraded = jpeg_roundtrip(resize_square(jpeg_roundtrip(source, q1), region), q2)
+    dy, dx = (int(v) for v in rng.integers(0, GRID, size=2))
+    window = (slice(dy, dy + size), slice(dx, dx + size))
+    return Sample(clean[window], degraded[window], min(q1, q2), True)
+
+
 def degrade_patch(clean: np.ndarray, rng: np.random.Generator, config: DegradationConfig, size: int) -> Sample:
     """Degrade a clean region of at least size + 2*GRID pixels and cut a ``size`` patch from it.
 
@@ -165,6 +242,7 @@ class PatchBatches(torch.utils.data.Dataset):
         label_control: float = 0.0,
         label_control_from_step: int = 0,
         color_augmentation: ColorAugmentation | None = None,
+        downscale: Downscale | None = None,
     ) -> None:
         small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch_size + 3 * GRID]
         if small:
@@ -178,6 +256,7 @@ class PatchBatches(torch.utils.data.Dataset):
         self.label_control = label_control
         self.label_control_from_step = label_control_from_step
         self.color_augmentation = color_augmentation if color_augmentation and color_augmentation.active else None
+        self.downscale = downscale if downscale and downscale.active else None
         areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
         self.image_weights = areas / areas.sum()
 
@@ -191,13 +270,25 @@ class PatchBatches(torch.utils.data.Dataset):
         for _ in range(self.batch_size):
             # Large images are drawn more often so every pixel is about equally likely.
             image = self.images[rng.choice(len(self.images), p=self.image_weights)]
-            top = int(rng.integers(0, image.shape[0] - region + 1))
-            left = int(rng.integers(0, image.shape[1] - region + 1))
-            clean = augment(image[top : top + region, left : left + region], int(rng.integers(0, 8)))
+            # The downscale and the chain are only drawn when configured, so runs without them keep
+            # their exact batches.
+            shrink = self.downscale.draw(rng) if self.downscale else 1.0
+            chain_scale = None
+            if self.degradation.chain_ratio and rng.random() < self.degradation.chain_ratio:
+                chain_scale = float(rng.uniform(*self.degradation.chain_scale))
+            # The side the region has before the chain's resize, and before that the source's side.
+            before_chain = min(round(region / chain_scale), *image.shape[:2]) if chain_scale else region
+            side = min(round(before_chain / shrink), *image.shape[:2])
+            top = int(rng.integers(0, image.shape[0] - side + 1))
+            left = int(rng.integers(0, image.shape[1] - side + 1))
+            clean = resize_square(image[top : top + side, left : left + side], before_chain)
+            clean = augment(clean, int(rng.integers(0, 8)))
             if self.color_augmentation:
-                # Only drawn when configured, so runs without it keep their exact batches.
                 clean = self.color_augmentation.apply(clean, rng)
-            sample = degrade_patch(clean, rng, self.degradation, self.patch_size)
+            if chain_scale:
+                sample = degrade_chain(clean, rng, self.degradation, self.patch_size)
+            else:
+                sample = degrade_patch(clean, rng, self.degradation, self.patch_size)
             clean_batch.append(sample.clean)
             degraded_batch.append(sample.degraded)
             qfs.append(sample.qf)

@@ -15,7 +15,7 @@ from fbcnn_plugins.core.configs import get_config
 from fbcnn_plugins.core.weights import save_weights
 from fbcnn_plugins.models import HERE as BUNDLED_DIR
 
-from .trainer import CHECKPOINT, load_checkpoint, read_log, stage_record
+from .trainer import CHECKPOINT, exported_weights, load_checkpoint, read_log, stage_record
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -26,7 +26,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     state = load_checkpoint(checkpoint)
     config = get_config(state["network_config"])
     network = config.build(1 if state["gray"] else 3)
-    network.load_state_dict(state["network"])
+    network.load_state_dict(exported_weights(state))  # the moving average when the run kept one
     name = state["config_name"]
     validations = [r for r in read_log(run_dir) if r.get("kind") == "val" and r["step"] <= state["step"]]
     extra = {
