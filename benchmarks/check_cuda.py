@@ -1,7 +1,7 @@
 """The CUDA path against the CPU, and its speed (a check for a GPU machine, not a test).
 
-CI has no GPU, so the tests never need one; this script is what was run on a
-lent GPU to check that the same weights give the same pixels there.  It
+CI has no GPU, so the tests never need one; run this script on a GPU machine
+to check that the same weights give the same pixels there.  It
 restores the bundled example on the CPU (fp32) and on CUDA in fp32, bf16 and
 fp16, reports how far each is from the CPU result, times a 12 MP photo at
 the default tile size, and compares tiled with whole-image output on the GPU.
