@@ -2,10 +2,11 @@
 
 The filter holds no model logic: it turns frames into float arrays, hands
 them to the shared :class:`~fbcnn_plugins.core.restorer.Restorer`, and writes
-the result and the QF it used back as frame properties.  Everything about
-the clip (format, QF argument, YUV handling) is checked when the filter is
-built, so a script fails at load time with a ``vs.Error`` that says what is
-wrong, never halfway through an encode.
+the result and the QF it used back as frame properties.  Every argument is
+checked when the filter is built, so a script fails at load time with a
+``vs.Error`` that says what is wrong, never halfway through an encode; and
+building requests no frame (colorimetry and a qf clip's values are read per
+frame), so ``vspipe --info`` renders nothing upstream.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
+from .arguments import check_options, check_planes, check_yuv_mode
+from .colorimetry import parse_matrix, through_rgb
+
 QFArgument = Union[None, int, Sequence[int], Callable[[int], int], vs.VideoNode]
 QFSource = Callable[[int, vs.VideoFrame], int]
 PROP_QF = "FBCNN_QF"
 PROP_PREDICTED = "FBCNN_QF_Predicted"
-YUV_MODES = ("rgb", "luma")
 _BATCH_RESULTS_KEPT = 8  # batches' worth of finished frames waiting for their request
 _PREDICTION_CACHE_FRAMES = 256
 
@@ -43,9 +46,10 @@ def fbcnn(
     num_streams: int = 1,
     batch_size: int = 1,
     qf_smoothing: int = 0,
-    yuv_mode: str = "rgb",
-    matrix: int | None = None,
+    yuv_mode: str | None = None,
+    matrix: int | str | None = None,
     self_ensemble: bool = False,
+    planes: int | Sequence[int] | None = None,
 ) -> vs.VideoNode:
     """Remove JPEG/MPEG-style blocking and ringing from every frame with FBCNN.
 
@@ -57,16 +61,20 @@ def fbcnn(
     :param model: registered model name or weights path (default: the bundled colour or gray model).
     :param device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     :param precision: ``fp32``, ``fp16`` or ``bf16``; half-float clips use fp16 where the device has it.
-    :param tile, overlap: tile size and overlap (multiples of 8) for large frames.
+    :param tile, overlap: tile size and overlap (multiples of 8) for large frames; None: 512 and 32.
     :param num_streams: CUDA streams used concurrently on a GPU.
     :param batch_size: frames restored together in one network call (all with the same QF).
     :param qf_smoothing: average the predicted QF over +-N frames of the same scene
         (scene cuts from ``_SceneChangePrev``/``_SceneChangeNext``) so the strength does not flicker.
-    :param yuv_mode: for YUV clips: ``"rgb"`` converts to RGB and back with ``core.resize`` using
-        the clip's matrix and range; ``"luma"`` runs a gray model on Y and keeps the chroma planes.
-    :param matrix: matrix for ``yuv_mode="rgb"`` when the frames carry no ``_Matrix`` property.
+    :param yuv_mode: YUV clips only.  ``"rgb"`` (default) converts each frame to RGB and back with
+        ``core.resize``, using the frame's own matrix, range and chroma location; ``"luma"`` runs a
+        gray model on Y and keeps the chroma planes.
+    :param matrix: YUV clips in ``"rgb"`` mode only: the matrix (a number such as 1, or a name such
+        as ``"709"``) for frames without a ``_Matrix`` property; it overrides the property.
     :param self_ensemble: average the 8 flips/rotations of every frame: a little more quality
         (+0.08 dB at QF 10 on the validation set) for 8x the network time: for a final render.
+    :param planes: planes to restore (vsjetpack convention: None = all); the others are copied from
+        the source.  E.g. ``planes=0`` restores only luma of a YUV clip, ``planes=[1, 2]`` only chroma.
     :return: the restored clip, same format; props ``FBCNN_QF`` and (when predicted) ``FBCNN_QF_Predicted``.
     """
     func = "fbcnn"
@@ -75,41 +83,57 @@ def fbcnn(
     fmt = clip.format
     if fmt is None or fmt.id == vs.PresetVideoFormat.NONE or clip.width == 0 or clip.height == 0:
         raise vs.Error(f"{func}: variable-format or variable-size clips are not supported")
-    for name, value in (("num_streams", num_streams), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise vs.Error(f"{func}: {name} must be a positive integer, got {value!r}")
-    if not isinstance(self_ensemble, bool):
-        raise vs.Error(f"{func}: self_ensemble must be True or False, got {self_ensemble!r}")
-    if not isinstance(qf_smoothing, int) or qf_smoothing < 0:
-        raise vs.Error(f"{func}: qf_smoothing must be a non-negative integer, got {qf_smoothing!r}")
-    if isinstance(qf, vs.VideoNode):
-        if qf.num_frames != clip.num_frames:
-            raise vs.Error(f"{func}: the qf clip has {qf.num_frames} frames, the clip {clip.num_frames}")
-        clip = core_of(clip).std.CopyFrameProps(clip, qf, props=[PROP_QF])
+    if fmt.color_family not in (vs.RGB, vs.GRAY, vs.YUV):
+        raise vs.Error(f"{func}: unsupported colour family {fmt.color_family.name}; use RGB, GRAY or YUV")
+    _check_sample_format(fmt, func)
+    check_options(
+        func, model=model, device=device, precision=precision, tile=tile, overlap=overlap, num_streams=num_streams,
+        batch_size=batch_size, qf_smoothing=qf_smoothing, self_ensemble=self_ensemble,
+    )
     qf_for_frame = _qf_source(qf, clip.num_frames, func)
     if qf_smoothing and qf_for_frame is not None:
         raise vs.Error(f"{func}: qf_smoothing smooths the predicted QF; it cannot be combined with a given qf")
-    _check_sample_format(fmt, func)
+    mode = check_yuv_mode(fmt, yuv_mode, matrix, func)
+    matrix_code = parse_matrix(matrix, func)
+    chosen_planes = check_planes(planes, fmt, mode, func)
+    if isinstance(qf, vs.VideoNode):
+        # The QF travels as a frame property through every conversion below.  The clip's own
+        # FBCNN_QF (say, from an earlier fbcnn call) goes first, so a qf clip frame without the
+        # property is an error rather than a silent reuse of the old value.
+        clip = core_of(clip).std.CopyFrameProps(core_of(clip).std.RemoveFrameProps(clip, props=[PROP_QF]), qf, props=[PROP_QF])
 
-    if fmt.color_family == vs.YUV:
-        if yuv_mode not in YUV_MODES:
-            raise vs.Error(f"{func}: yuv_mode must be one of {', '.join(YUV_MODES)}, got {yuv_mode!r}")
-        if yuv_mode == "luma":
-            luma = core_of(clip).std.ShufflePlanes(clip, 0, vs.GRAY)
-            restored = fbcnn(luma, qf, model, device, precision, tile, overlap, num_streams, batch_size, qf_smoothing,
-                             self_ensemble=self_ensemble)
-            merged = core_of(clip).std.ShufflePlanes([restored, clip], [0, 1, 2], vs.YUV)
-            return core_of(clip).std.CopyFrameProps(merged, restored, props=[PROP_QF, PROP_PREDICTED])
-        return _through_rgb(clip, matrix, func, qf=qf, model=model, device=device, precision=precision, tile=tile,
-                            overlap=overlap, num_streams=num_streams, batch_size=batch_size, qf_smoothing=qf_smoothing,
-                            self_ensemble=self_ensemble)
-    if fmt.color_family not in (vs.RGB, vs.GRAY):
-        raise vs.Error(f"{func}: unsupported colour family {fmt.color_family.name}; use RGB, GRAY or YUV")
+    def restore(source: vs.VideoNode) -> vs.VideoNode:
+        return _restore_rgb_or_gray(
+            source, qf_for_frame, model=model, device=device, precision=precision, tile=tile, overlap=overlap,
+            num_streams=num_streams, batch_size=batch_size, qf_smoothing=qf_smoothing, self_ensemble=self_ensemble,
+        )
 
+    core = core_of(clip)
+    if mode == "luma":
+        restored = restore(core.std.ShufflePlanes(clip, 0, vs.GRAY))
+        merged = core.std.ShufflePlanes([restored, clip], [0, 1, 2], vs.YUV)
+        return core.std.CopyFrameProps(merged, restored, props=[PROP_QF, PROP_PREDICTED])
+    restored = through_rgb(clip, restore, matrix_code, func) if mode == "rgb" else restore(clip)
+    if len(chosen_planes) == fmt.num_planes:
+        return restored
+    merged = core.std.ShufflePlanes(
+        [restored if p in chosen_planes else clip for p in range(fmt.num_planes)], list(range(fmt.num_planes)),
+        fmt.color_family,
+    )
+    return core.std.CopyFrameProps(merged, restored)
+
+
+def _restore_rgb_or_gray(
+    clip: vs.VideoNode, qf_for_frame: QFSource | None, *, model: str | None, device: str, precision: str | None,
+    tile: int | None, overlap: int | None, num_streams: int, batch_size: int, qf_smoothing: int, self_ensemble: bool,
+) -> vs.VideoNode:
+    """The network on an RGB or GRAY clip: load the model now, restore frames when they are asked for."""
+    func = "fbcnn"
+    fmt = clip.format
     try:
         restorer = Restorer(
             model, device=device, precision=_precision_for(fmt, precision, device),
-            tile=tile or DEFAULT_TILE, overlap=overlap,
+            tile=DEFAULT_TILE if tile is None else tile, overlap=overlap,
             self_ensemble=self_ensemble,
         )
         gray = fmt.color_family == vs.GRAY
@@ -148,63 +172,44 @@ def _precision_for(fmt: vs.VideoFormat, precision: str | None, device: str) -> s
 
 
 def _qf_source(qf: QFArgument, num_frames: int, func: str) -> QFSource | None:
-    """Validate ``qf`` now and return a function of (frame number, frame); None means predict."""
+    """Validate ``qf`` now and return a function of (frame number, frame); None means predict.
+
+    What can be checked without frames is checked here and raises ``vs.Error``; what only a frame
+    shows (a function's value, a qf clip's property) raises ValueError from the returned function,
+    which the frame callback reports once, as "fbcnn: frame N: ...".
+    """
     if qf is None:
         return None
 
     def checked(value: object, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not QF_MIN <= int(value) <= QF_MAX:
-            raise vs.Error(f"{func}: qf{where} must be an integer {QF_MIN}..{QF_MAX}, got {value!r}")
+            raise ValueError(f"qf{where} must be an integer {QF_MIN}..{QF_MAX}, got {value!r}")
         return int(value)
 
     if isinstance(qf, vs.VideoNode):
+        if qf.num_frames != num_frames:
+            raise vs.Error(f"{func}: the qf clip has {qf.num_frames} frames, the clip {num_frames}")
+
         def from_props(n: int, frame: vs.VideoFrame) -> int:
             if PROP_QF not in frame.props:
-                raise vs.Error(f"{func}: frame {n} of the qf clip has no {PROP_QF} property")
+                raise ValueError(f"frame {n} of the qf clip has no {PROP_QF} property")
             return checked(frame.props[PROP_QF], f" clip frame {n}")
 
         return from_props
-    if isinstance(qf, (int, np.integer)) and not isinstance(qf, bool):
-        fixed = checked(qf, "")
-        return lambda n, frame: fixed
     if callable(qf):
         return lambda n, frame: checked(qf(n), f"({n})")
-    if isinstance(qf, (list, tuple, np.ndarray)):
-        values = [checked(v, f"[{i}]") for i, v in enumerate(qf)]
-        if len(values) != num_frames:
-            raise vs.Error(f"{func}: qf has {len(values)} values for a clip of {num_frames} frames")
-        return lambda n, frame: values[n]
-    raise vs.Error(f"{func}: qf must be None, an int, a sequence of ints, a function of the frame number or a clip")
-
-
-def _through_rgb(clip: vs.VideoNode, matrix: int | None, func: str, **kwargs) -> vs.VideoNode:
-    """YUV -> RGBS -> clamp -> fbcnn -> back to the clip's own format.
-
-    Matrix and range come from the first frame: the way back to YUV needs them when the graph is
-    built, and a clip keeps one colorimetry throughout.
-    """
-    core = core_of(clip)
-    props = clip.get_frame(0).props
-    matrix_in = matrix if matrix is not None else props.get("_Matrix")
-    if matrix_in in (None, 2):  # 2 = unspecified
-        raise vs.Error(f"{func}: the YUV clip has no _Matrix property; pass matrix= (e.g. 1 for BT.709)")
-    color_range = "full" if _is_full_range(props) else "limited"
     try:
-        rgb = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in=int(matrix_in), range_in_s=color_range)
-    except vs.Error as error:
-        raise vs.Error(f"{func}: cannot convert YUV to RGB: {error}") from None
-    rgb = core.std.Expr(rgb, "x 0 max 1 min")  # upsampled chroma can leave [0, 1]; the network must not see that
-    restored = fbcnn(rgb, **kwargs)
-    return core.resize.Bicubic(restored, format=clip.format.id, matrix=int(matrix_in), range_s=color_range)
-
-
-def _is_full_range(props: vs.FrameProps) -> bool:
-    """Full or limited range from ``_Range`` (VapourSynth R74+) or the older ``_ColorRange``; YUV defaults to limited."""
-    if "_Range" in props:
-        return int(props["_Range"]) == int(vs.RANGE_FULL)
-    if "_ColorRange" in props:  # the old property counts the other way round: 0 = full
-        return int(props["_ColorRange"]) == 0
-    return False
+        if isinstance(qf, (int, np.integer)) and not isinstance(qf, bool):
+            fixed = checked(qf, "")
+            return lambda n, frame: fixed
+        if isinstance(qf, (list, tuple, np.ndarray)):
+            values = [checked(v, f"[{i}]") for i, v in enumerate(qf)]
+            if len(values) != num_frames:
+                raise ValueError(f"qf has {len(values)} values for a clip of {num_frames} frames")
+            return lambda n, frame: values[n]
+    except ValueError as error:
+        raise vs.Error(f"{func}: {error}") from None
+    raise vs.Error(f"{func}: qf must be None, an int, a sequence of ints, a function of the frame number or a clip")
 
 
 def _shifted(clip: vs.VideoNode, offset: int) -> vs.VideoNode:
