@@ -40,7 +40,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     seed: int = 0
     #: Where the steps run: auto (CUDA, then MPS, then CPU), cpu, cuda[:N]; and fp32, bf16 autocast,
-    #: or auto (bf16 on CUDA, fp32 elsewhere).
+    #: or auto (bf16 on CUDA and on CPUs that compute bf16 in hardware, fp32 elsewhere).
     device: str = "auto"
     precision: str = "auto"
     workers: int = 1

@@ -17,7 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="stop after this much wall time, with the cosine schedule run over it instead of over steps")
     train.add_argument("--device", help="override the config's device: auto, cpu, cuda[:N]")
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                       help="override the config's precision (bf16: autocast; auto: bf16 on CUDA, else fp32)")
+                       help="override the config's precision (bf16: autocast; auto: bf16 on CUDA and on CPUs with AVX-512-BF16 or AMX, else fp32)")
     train.add_argument("--workers", type=int, help="override the config's number of data-loading processes")
     train.add_argument("--init-from", metavar="WEIGHTS", help="override the config's init_from (last.pt or .safetensors)")
     train.add_argument("--plot", type=Path, metavar="PNG", help="only draw loss and validation PSNR of the run, then exit")
