@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -46,13 +48,14 @@ def _mps_available() -> bool:
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype:
-    """fp32 by default; fp16 and bf16 on request (bf16 works on the CPU too)."""
-    if precision is None:
-        return torch.float32
+    """``None`` or ``auto``: the fastest precision this device computes natively (:func:`default_precision`);
+    fp32, fp16 and bf16 on request (bf16 works on every CPU, emulated where the hardware lacks it)."""
+    if precision is None or precision.strip().lower() == "auto":
+        return default_precision(device)
     try:
-        dtype = PRECISIONS[precision.lower()]
+        dtype = PRECISIONS[precision.strip().lower()]
     except KeyError:
-        raise DeviceError(f"unknown precision {precision!r}; use fp32, fp16 or bf16") from None
+        raise DeviceError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16") from None
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError("bf16 requested but this GPU does not support it; use fp16")
     if dtype == torch.float16 and device.type == "cpu":
@@ -60,19 +63,59 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     return dtype
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX-512-BF16 or AMX; read from Linux's cpuinfo).
+def precision_name(dtype: torch.dtype) -> str:
+    """``fp32``, ``fp16`` or ``bf16`` for a compute dtype (how the CLI and benchmarks name it)."""
+    return next(name for name, value in PRECISIONS.items() if value == dtype)
 
-    Without it PyTorch emulates bf16 on the CPU, many times slower than fp32; with it bf16 can
-    be the faster choice.  Where cpuinfo does not say (macOS, Windows) or names no such x86
-    extension (Arm CPUs), this says False and fp32 stays the pick.
+
+def default_precision(device: torch.device, flags: frozenset[str] | None = None) -> torch.dtype:
+    """The precision used when none is asked for: the fastest one whose quality loss was measured small.
+
+    bf16 loses at most a few hundredths of a dB against fp32 on the validation set (see
+    docs/benchmarks.md) and roughly doubles the speed where the hardware computes it:
+    CPUs with AVX-512-BF16 or AMX (``flags`` from cpuinfo, read when not given) and CUDA GPUs
+    with bf16 (Ampere and later).  Older CUDA GPUs with tensor cores (Volta, Turing) get
+    fp16; a CPU without bf16 instructions would emulate it many times slower than fp32, and
+    GPUs before Volta compute fp16 no faster, so those keep fp32, as do Apple's MPS and Arm CPUs,
+    where the loss and gain were never measured.
     """
+    if device.type == "cpu":
+        return torch.bfloat16 if native_bf16_from_flags(cpu_flags() if flags is None else flags) else torch.float32
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return torch.bfloat16
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.float16 if major >= 7 else torch.float32
+    return torch.float32
+
+
+#: cpuinfo flags of x86 instructions that compute bf16 products in hardware.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def native_bf16_from_flags(flags: frozenset[str] | set[str]) -> bool:
+    """Whether a CPU with these cpuinfo flags computes bf16 in hardware (AVX-512-BF16 or AMX-BF16)."""
+    return bool(BF16_CPU_FLAGS & set(flags))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags from Linux's /proc/cpuinfo; empty where there is none (macOS, Windows)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512-BF16 or AMX; read from Linux's cpuinfo).
+
+    Without it PyTorch emulates bf16 on the CPU, many times slower than fp32; with it bf16 is
+    the faster choice.  Where cpuinfo does not say (macOS, Windows) or names no such x86
+    extension (Arm CPUs), this says False and fp32 stays the pick.
+    """
+    return native_bf16_from_flags(cpu_flags())

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from .catalog import load_model
-from .device import resolve_device, resolve_precision
+from .device import DeviceError, resolve_device, resolve_precision
 from .ensemble import self_ensemble
 from .pixels import merge_image, split_image
 from .qf_estimation import dominant_quality
 from .quality import QFEstimate, clamp_qf, parse_qf, qf_to_scalar, scalar_to_qf
-from .tiling import DEFAULT_TILE, check_tiling, default_overlap, quality_tiles, run_tiled
+from .tiling import DEFAULT_TILE, Tile, check_tiling, default_overlap, iter_tiles, quality_tiles, run_tiled
+from .network import EncodedTile
 from .weights import LoadedModel
 
 ProgressCallback = Callable[[int, int], None]
@@ -35,6 +36,11 @@ MAX_QF_TILES = 16
 #: at 64 px), and a user who lowers the tile to save memory should get the same QF.  The QF
 #: branch runs only the encoder, so a 256-px tile costs little memory even for large configs.
 QF_MIN_TILE = 256
+#: Restoration tiles whose encoder features also predict the QF (spread evenly over the image).
+#: Their features wait in memory until the QF is known, so this also bounds the extra memory.
+QF_SAMPLE_TILES = 4
+#: Engines that run the network: PyTorch everywhere, OpenVINO on x86 CPUs (the openvino extra).
+BACKENDS = ("auto", "pytorch", "openvino")
 
 
 @dataclass
@@ -63,13 +69,18 @@ class Restorer:
         tile: int = DEFAULT_TILE,
         overlap: int | None = None,
         self_ensemble: bool = False,
+        backend: str = "auto",
     ) -> None:
         overlap = default_overlap(tile) if overlap is None else overlap
         check_tiling(tile, overlap)
         #: Average the 8 flips/rotations of every tile: a little more quality for 8x the time.
         self.self_ensemble = self_ensemble
         self.device = resolve_device(device)
+        #: The compute precision: by default the fastest one the hardware computes natively.
         self.dtype = resolve_precision(precision, self.device)
+        self.backend = resolve_backend(backend, self.device, self.dtype)
+        #: What tensors are handed to the network in: OpenVINO takes float32 and computes in self.dtype.
+        self.io_dtype = torch.float32 if self.backend == "openvino" else self.dtype
         self.tile = tile
         self.overlap = overlap
         # A named model is loaded now, so a wrong name or file fails before any image is read.
@@ -87,10 +98,15 @@ class Restorer:
             loaded = choice if isinstance(choice, LoadedModel) else load_model(choice, gray=gray)
             if not gray and loaded.is_gray:
                 raise ValueError(f"model {loaded.name!r} is a gray model and cannot restore a color image")
-            # Channels-last is faster on every backend we measured: on this 2-core AVX2 CPU 1.4x for
-            # fp32 and 3x for bf16 (whose default layout falls back to a slow path).
-            network = copy.deepcopy(loaded.network).to(self.device, self.dtype).eval()
-            network = network.to(memory_format=torch.channels_last)
+            if self.backend == "openvino":
+                from .openvino_backend import OpenVINONetwork
+
+                network = OpenVINONetwork(loaded.network, self.dtype)
+            else:
+                # Channels-last is faster on every backend we measured: on this 2-core AVX2 CPU 1.4x for
+                # fp32 and 3x for bf16 (whose default layout falls back to a slow path).
+                network = copy.deepcopy(loaded.network).to(self.device, self.dtype).eval()
+                network = network.to(memory_format=torch.channels_last)
             self._ready[gray] = (loaded, network)
         return self._ready[gray]
 
@@ -106,7 +122,7 @@ class Restorer:
             feature_sum = tile_sum.float() if feature_sum is None else feature_sum + tile_sum.float()
             count += tile_count
         assert feature_sum is not None
-        mean = (feature_sum / count).to(self.dtype)
+        mean = (feature_sum / count).to(self.io_dtype)
         return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
 
     def predict_qf(self, image: np.ndarray) -> float:
@@ -165,17 +181,54 @@ class Restorer:
         loaded, network = self.prepared_network(gray)
         if image.shape[1] != loaded.in_channels:
             raise ValueError(f"model {loaded.name!r} takes {loaded.in_channels} channels, the image has {image.shape[1]}")
+        tiles = list(iter_tiles(image.shape[2], image.shape[3], self.tile, self.overlap))
+        encoded: dict[int, EncodedTile] = {}
         if isinstance(wanted, int):
             estimate = QFEstimate(wanted, "given")
-        else:
+        elif self.self_ensemble or not tiles_predict_well(tiles, image.shape[2], image.shape[3]):
             predicted = self.predict_quality(image, network)
             estimate = QFEstimate(clamp_qf(predicted), "predicted", predicted)
+        else:
+            # The QF from the encoder features of a few restoration tiles, which are then decoded
+            # from those same features: predicting costs the QF branch alone, no second encoder pass.
+            encoded = self.encode_sample(image, network, tiles)
+            predicted = self.quality_of(list(encoded.values()), network)
+            estimate = QFEstimate(clamp_qf(predicted), "predicted", predicted)
+        order = iter(enumerate(tiles))
 
         def process(tile: torch.Tensor) -> torch.Tensor:
+            index, where = next(order)  # run_tiled visits iter_tiles' tiles in order
+            assert tile.shape[-2:] == (where.bottom - where.top, where.right - where.left)
+            if index in encoded:
+                return self.decode(network, encoded.pop(index), estimate.value)
             return self.forward(network, self.to_device(tile), estimate.value)
 
         restored = run_tiled(process, image, tile=self.tile, overlap=self.overlap, progress=progress)
         return restored, estimate
+
+    @torch.inference_mode()
+    def encode_sample(self, image: torch.Tensor, network: torch.nn.Module, tiles: list[Tile]) -> dict[int, EncodedTile]:
+        """Encoder features of up to QF_SAMPLE_TILES of ``tiles``, spread evenly, by tile index."""
+        picks = sorted(set(np.linspace(0, len(tiles) - 1, min(len(tiles), QF_SAMPLE_TILES)).round().astype(int).tolist()))
+        return {i: network.encode_tile(self.to_device(image[:, :, t.top : t.bottom, t.left : t.right]))
+                for i, t in ((i, tiles[i]) for i in picks)}
+
+    @torch.inference_mode()
+    def quality_of(self, encoded: list[EncodedTile], network: torch.nn.Module) -> float:
+        """The QF predicted from the pooled QF features of encoded tiles (the image's first entry)."""
+        feature_sum = sum(e.quality_sum[:1].float() for e in encoded)
+        count = sum(e.quality_count for e in encoded)
+        mean = (feature_sum / count).to(self.io_dtype)
+        return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+
+    @torch.inference_mode()
+    def decode(self, network: torch.nn.Module, encoded: EncodedTile, qf: int) -> torch.Tensor:
+        """The restoration of an encoded tile at ``qf``: equal to :meth:`forward` on the same tile."""
+        return network.decode_tile(encoded, self.control(1, qf))
+
+    def control(self, count: int, qf: int) -> torch.Tensor:
+        """The decoder's quality input for ``count`` images at ``qf``."""
+        return torch.full((count, 1), qf_to_scalar(qf), device=self.device, dtype=self.io_dtype)
 
     @torch.inference_mode()
     def forward(self, network: torch.nn.Module, batch: torch.Tensor, qf: int) -> torch.Tensor:
@@ -184,17 +237,47 @@ class Restorer:
         The one place a restoration pass is defined, so that callers that batch on their own
         (the VapourSynth filter batches whole frames) restore exactly as the tiled path does.
         """
-        control = torch.full((batch.shape[0], 1), qf_to_scalar(qf), device=self.device, dtype=self.dtype)
+        control = self.control(batch.shape[0], qf)
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            return network(x.contiguous(memory_format=torch.channels_last), control)[0]
+            return network.restore(x.contiguous(memory_format=torch.channels_last), control)
 
         return self_ensemble(run, batch) if self.self_ensemble else run(batch)
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A CPU tensor on the device, in the compute precision and channels-last layout."""
-        tensor = tensor.to(self.device, self.dtype, non_blocking=True)
+        tensor = tensor.to(self.device, self.io_dtype, non_blocking=True)
         return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def tiles_predict_well(tiles: list[Tile], height: int, width: int) -> bool:
+    """Whether restoration tiles are large enough to predict the QF from (see QF_MIN_TILE)."""
+    return all(t.bottom - t.top >= min(QF_MIN_TILE, height) and t.right - t.left >= min(QF_MIN_TILE, width)
+               for t in tiles)
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``auto``: OpenVINO for fp32/bf16 on x86 CPUs where the extra is installed (faster there), else PyTorch.
+
+    The environment variable FBCNN_BACKEND, when set, replaces ``auto`` for every front end at
+    once (a GIMP or VapourSynth user who wants PyTorch everywhere, or a test run).
+    """
+    from .openvino_backend import openvino_installed, openvino_suits_this_machine
+
+    name = backend.strip().lower()
+    if name == "auto":
+        name = os.environ.get("FBCNN_BACKEND", "auto").strip().lower() or "auto"
+    if name not in BACKENDS:
+        raise DeviceError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    usable = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    if name == "auto":
+        return "openvino" if usable and openvino_suits_this_machine() else "pytorch"
+    if name == "openvino":
+        if device.type != "cpu":
+            raise DeviceError(f"the OpenVINO backend runs on the CPU; device {device} needs backend 'pytorch'")
+        if not openvino_installed():
+            raise DeviceError("backend 'openvino' needs the openvino extra: pip install 'fbcnn-plugins[openvino]'")
+    return name
 
 
 def dominant_estimate(color: np.ndarray) -> QFEstimate:

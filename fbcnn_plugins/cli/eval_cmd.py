@@ -30,12 +30,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--jpeg-only", action="store_true", help="only report the JPEG input's scores")
     parser.add_argument("--limit", type=int, help="use only the first N images")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                        help="compute precision (default: auto, the fastest the hardware computes natively)")
+    parser.add_argument("--backend", choices=["auto", "pytorch", "openvino"], default="auto",
+                        help="engine (default: auto, OpenVINO on x86 CPUs where installed)")
     parser.add_argument("--tile", type=int, help="tile size (default: the restorer's)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fbcnn_plugins.core.device import precision_name
     from fbcnn_plugins.core.tiling import DEFAULT_TILE
     from fbcnn_plugins.core.restorer import Restorer
     from fbcnn_plugins.training.evaluation import Condition, evaluate, load_eval_images
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         images = load_eval_images(args.images, args.gray, args.limit)
         restorer = None if args.jpeg_only else Restorer(
             args.model, device=args.device, tile=args.tile or DEFAULT_TILE, self_ensemble=args.self_ensemble,
+            precision=args.precision, backend=args.backend,
         )
         if restorer is not None:
             model = restorer.model_for(args.gray)
@@ -71,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             "images": [str(p) for p in args.images], "count": len(images), "gray": args.gray,
             "model": None if restorer is None else restorer.model_for(args.gray).name, "qf_mode": args.qf_mode,
             "self_ensemble": args.self_ensemble, "seconds": seconds, "results": [r.to_dict() for r in results],
+            "precision": None if restorer is None else precision_name(restorer.dtype),
+            "backend": None if restorer is None else restorer.backend,
         }, indent=2))
         return 0
     space = "Y (BT.601, 16..235)" if args.gray else "RGB"
