@@ -9,15 +9,20 @@ an image type.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from importlib_metadata import entry_points
 
-from .weights import LoadedModel, WeightsError, load_weights, read_card
+# Cards only at import time: listing the models must not pay for importing PyTorch.
+from .model_card import WeightsError, read_card
+
+if TYPE_CHECKING:
+    from .weights import LoadedModel
 
 ENTRY_POINT_GROUP = "fbcnn_plugins.models"
 
@@ -101,6 +106,8 @@ def resolve_model_path(model: str | os.PathLike[str]) -> Path:
 
 @lru_cache(maxsize=8)
 def _load_cached(path: str, mtime_ns: int) -> LoadedModel:
+    from .weights import load_weights
+
     return load_weights(path)
 
 
@@ -110,5 +117,5 @@ def load_model(model: str | os.PathLike[str] | None = None, *, gray: bool = Fals
     loaded = _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
     if model is None or not Path(model).exists():
         name = default_model_entry(gray).name if model is None else str(model)
-        loaded = LoadedModel(loaded.network, name, loaded.config, loaded.in_channels, loaded.source, loaded.card)
+        loaded = dataclasses.replace(loaded, name=name)
     return loaded

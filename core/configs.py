@@ -8,11 +8,12 @@ config exists in a color and a gray flavour.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:  # PyTorch is imported where networks are built, so listing configs stays instant
+    import torch
 
-from .network import FBCNN
+    from .network import FBCNN
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class NetworkConfig:
     summary: str = ""
 
     def build(self, in_channels: int = 3) -> FBCNN:
+        from .network import FBCNN
+
         return FBCNN(
             in_channels=in_channels, channels=self.channels, blocks=self.blocks, embed_dim=self.embed_dim,
             global_residual=self.global_residual,
@@ -98,6 +101,7 @@ def count_parameters(network: torch.nn.Module) -> int:
 
 def flops_per_pixel(config: str | NetworkConfig, in_channels: int = 3, size: int = 64) -> float:
     """Floating-point operations per input pixel (2 per multiply-add), counted by torch."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     network = create_network(config, in_channels).eval()

@@ -3,10 +3,14 @@
 Users hand us HxW, HxWx1, HxWx2 (gray+alpha), HxWx3 or HxWx4 arrays in
 uint8, uint16 or float32.  The network sees float channels in [0, 1]; alpha
 is set aside untouched and 16-bit or float data never pass through 8 bits.
+Float input outside [0, 1] is clipped with a warning (the network knows
+nothing else), and a network answer that is not finite is an error, never a
+black picture.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,9 +54,19 @@ def split_image(image: np.ndarray) -> SplitImage:
     scaled = color.astype(np.float32)
     if dtype != np.float32:
         scaled /= SCALES[dtype]
-    elif not np.all(np.isfinite(scaled)):
-        raise ValueError("image contains NaN or infinite values")
+    else:
+        if not np.all(np.isfinite(scaled)):
+            raise ValueError("image contains NaN or infinite values")
+        low, high = float(scaled.min()), float(scaled.max())
+        if low < 0.0 or high > 1.0:
+            warnings.warn(f"float samples span [{low:.3g}, {high:.3g}]; clipped to [0, 1], the range the network "
+                          "knows (scale HDR data down first to keep its highlights)", InputClippedWarning, stacklevel=3)
+            np.clip(scaled, 0.0, 1.0, out=scaled)
     return SplitImage(np.ascontiguousarray(scaled), alpha, image.shape, dtype)
+
+
+class InputClippedWarning(UserWarning):
+    """Float input outside [0, 1] was clipped before restoration."""
 
 
 def merge_image(restored: np.ndarray, split: SplitImage) -> np.ndarray:
@@ -60,7 +74,12 @@ def merge_image(restored: np.ndarray, split: SplitImage) -> np.ndarray:
 
     ``restored`` is consumed: integer conversion happens in place, so a
     24-megapixel photo needs no extra full-size float copies at the end.
+    Non-finite values (damaged weights, an overflow in low precision) raise ValueError.
     """
+    if not np.isfinite(restored).all():
+        bad = int(np.count_nonzero(~np.isfinite(restored)))
+        raise ValueError(f"the network returned NaN or infinite values for {bad} of {restored.size} samples "
+                         "(damaged weights, or an overflow at this precision; try --precision fp32)")
     if split.dtype != np.float32:
         scale = SCALES[split.dtype]
         np.multiply(restored, scale, out=restored)

@@ -9,9 +9,9 @@ too, through ``torch.load(weights_only=True)`` so that no pickle code runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,14 +21,19 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_target
 from .configs import NetworkConfig, config_from_state_dict, get_config
+from .model_card import CARD_FORMAT, WeightsError, card_path_for, read_card, sha256_of
 from .network import FBCNN
 
-CARD_FORMAT = "fbcnn-plugins-weights/1"
+__all__ = [
+    "CARD_FORMAT", "QF_CONVENTION", "LoadedModel", "UnverifiedWeightsWarning", "WeightsError", "build_from_state_dict",
+    "card_path_for", "load_weights", "read_card", "save_weights", "sha256_of", "unwrap_state_dict",
+]
+
 QF_CONVENTION = "q = 1 - QF/100"
 
 
-class WeightsError(ValueError):
-    """A weights file is missing, corrupt, or not an FBCNN network."""
+class UnverifiedWeightsWarning(UserWarning):
+    """A weights file was loaded without a card, so nothing checked that it is the file it claims to be."""
 
 
 @dataclass
@@ -41,22 +46,12 @@ class LoadedModel:
     in_channels: int
     source: Path | None = None
     card: dict[str, Any] = field(default_factory=dict)
+    #: True when a card's sha256 matched the file; False for files without a card (nothing was checked).
+    verified: bool = False
 
     @property
     def is_gray(self) -> bool:
         return self.in_channels == 1
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def card_path_for(weights_path: Path) -> Path:
-    return weights_path.with_suffix(".json")
 
 
 def save_weights(
@@ -95,20 +90,6 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(path)
-    card_file = path if path.suffix == ".json" else card_path_for(path)
-    try:
-        card = json.loads(card_file.read_text())
-    except FileNotFoundError:
-        raise WeightsError(f"{card_file}: model card not found") from None
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"{card_file}: model card is not valid JSON ({error})") from None
-    if card.get("format") != CARD_FORMAT:
-        raise WeightsError(f"{card_file}: unknown model card format {card.get('format')!r}")
-    return card
-
-
 def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> LoadedModel:
     """Load any supported weights file: our .safetensors (+card), or an official .pth."""
     path = Path(path)
@@ -126,16 +107,22 @@ def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> Loaded
 def _load_safetensors(path: Path, *, verify: bool) -> LoadedModel:
     card_file = card_path_for(path)
     card = read_card(card_file) if card_file.exists() else {}
+    verified = False
     if verify and card:
         actual = sha256_of(path)
         if actual != card.get("sha256"):
             raise WeightsError(f"{path}: sha256 {actual} does not match the card's {card.get('sha256')}; file corrupt or replaced")
+        verified = True
+    elif not card:
+        warn_unverified(path, f"no model card {card_file.name} beside it")
     try:
         state_dict = load_file(str(path))
     except Exception as error:  # safetensors raises several types for a damaged header
         raise WeightsError(f"{path}: cannot read safetensors file ({error})") from None
     name = card.get("name", path.stem)
-    return build_from_state_dict(state_dict, name=name, source=path, card=card)
+    loaded = build_from_state_dict(state_dict, name=name, source=path, card=card)
+    loaded.verified = verified
+    return loaded
 
 
 def _load_torch_state_dict(path: Path) -> LoadedModel:
@@ -143,7 +130,16 @@ def _load_torch_state_dict(path: Path) -> LoadedModel:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise WeightsError(f"{path}: cannot be loaded safely as a state dict ({error})") from None
+    warn_unverified(path, "a .pth file has no model card")
     return build_from_state_dict(unwrap_state_dict(loaded, path), name=path.stem, source=path)
+
+
+def warn_unverified(path: Path, why: str) -> None:
+    """Say that nothing vouches for these weights: a swapped or damaged file would load all the same."""
+    warnings.warn(
+        f"{path}: unverified weights ({why}); its sha256 was not checked against anything",
+        UnverifiedWeightsWarning, stacklevel=3,
+    )
 
 
 def unwrap_state_dict(loaded: Any, path: Path | str = "<state dict>") -> dict[str, torch.Tensor]:
@@ -166,6 +162,11 @@ def build_from_state_dict(
     card: dict[str, Any] | None = None,
 ) -> LoadedModel:
     card = card or {}
+    damaged = [key for key, value in state_dict.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if damaged:
+        # Such a network answers every image with NaN, which becomes a black picture without a word.
+        shown = ", ".join(damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        raise WeightsError(f"{source or name}: weights contain NaN or infinite values ({shown}); the file is damaged")
     try:
         config, in_channels = config_from_state_dict(state_dict)
     except ValueError as error:

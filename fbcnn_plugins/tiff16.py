@@ -1,7 +1,7 @@
-"""16-bit TIFF output that keeps the photo's ICC profile and its identifying EXIF tags.
+"""16-bit and float TIFF output that keeps the photo's ICC profile and its identifying EXIF tags.
 
 OpenCV writes 48-bit TIFF but no metadata, and Pillow cannot write 16-bit
-colour at all, so deep TIFFs go through tifffile.  The ICC profile matters most
+colour or float colour at all, so deep TIFFs (and multi-page ones) go through tifffile.  The ICC profile matters most
 (a wide-gamut 16-bit photo without it shows wrong colours); of the EXIF, the
 text tags that TIFF keeps in its main directory (camera, date, author,
 copyright) are carried over.  The EXIF sub-directory with exposure settings is
@@ -24,24 +24,43 @@ DESCRIPTION, SOFTWARE, DATETIME = 270, 305, 306
 TIFF_DATETIME = re.compile(r"\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}")
 
 
+TIFF_SAMPLE_TYPES = (np.uint8, np.uint16, np.float32)
+
+
 def write_tiff16(path: str | Path, pixels: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None) -> None:
-    """Write uint16 gray (H,W), RGB or RGBA (H,W,3|4) as deflate-compressed TIFF."""
-    if pixels.dtype != np.uint16:
-        raise ValueError(f"write_tiff16 takes uint16 pixels, not {pixels.dtype}")
+    """Write uint16 (or uint8 / float32) gray (H,W), RGB or RGBA (H,W,3|4) as deflate-compressed TIFF."""
+    write_tiff_pages(path, [pixels], icc_profile=icc_profile, exif=exif)
+
+
+def write_tiff_pages(
+    path: str | Path, pages: list[np.ndarray], *, icc_profile: bytes | None = None, exif: bytes | None = None,
+) -> None:
+    """Write one TIFF page per array (a multi-page TIFF when there are several), each at its own depth.
+
+    Gray+alpha pages become RGBA: TIFF readers handle an extra sample on gray badly.
+    """
     text = exif_text_tags(exif)
-    rgb = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
-    tifffile.imwrite(
-        path, pixels,
-        photometric="rgb" if rgb else "minisblack",
-        extrasamples=["unassalpha"] if rgb and pixels.shape[2] == 4 else None,
-        compression="zlib",
-        iccprofile=icc_profile or None,
-        metadata=None,  # no tifffile JSON in ImageDescription: the photo's own description goes there
-        description=text.get(DESCRIPTION),
-        software=text.get(SOFTWARE, False),
-        datetime=text.get(DATETIME),
-        extratags=[(code, "s", 0, value, True) for code, value in text.items() if code in MAIN_TEXT_TAGS],
-    )
+    with tifffile.TiffWriter(path) as writer:
+        for pixels in pages:
+            if pixels.dtype not in TIFF_SAMPLE_TYPES:
+                raise ValueError(f"TIFF pages take uint8, uint16 or float32 pixels, not {pixels.dtype}")
+            if pixels.ndim == 3 and pixels.shape[2] == 1:
+                pixels = pixels[:, :, 0]
+            if pixels.ndim == 3 and pixels.shape[2] == 2:
+                pixels = np.dstack([pixels[:, :, 0]] * 3 + [pixels[:, :, 1]])
+            rgb = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+            writer.write(
+                np.ascontiguousarray(pixels),
+                photometric="rgb" if rgb else "minisblack",
+                extrasamples=["unassalpha"] if rgb and pixels.shape[2] == 4 else None,
+                compression="zlib",
+                iccprofile=icc_profile or None,
+                metadata=None,  # no tifffile JSON in ImageDescription: the photo's own description goes there
+                description=text.get(DESCRIPTION),
+                software=text.get(SOFTWARE, False),
+                datetime=text.get(DATETIME),
+                extratags=[(code, "s", 0, value, True) for code, value in text.items() if code in MAIN_TEXT_TAGS],
+            )
 
 
 def exif_text_tags(exif: bytes | None) -> dict[int, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +16,53 @@ from fbcnn_plugins.core.configs import create_network, get_config
 from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: The team data beside the project.  FBCNN_SHARED_DIR points elsewhere; a path that does not exist
+#: hides it, which is how CI checks that a fresh clone with nothing beside it passes.
+SHARED = Path(os.environ.get("FBCNN_SHARED_DIR") or REPO.parent / "shared")
 SHARED_VAL = SHARED / "data" / "val"
 
 needs_shared = pytest.mark.skipif(
-    not SHARED_VAL.is_dir(), reason=f"team data not found at {SHARED_VAL} (CI provides ../shared)"
+    not SHARED_VAL.is_dir(),
+    reason=f"team data not found at {SHARED_VAL} (set FBCNN_SHARED_DIR, or put it at ../shared)",
 )
+
+#: scikit-image's bundled photos (installed with it, no download): the real photos tests use when
+#: the team data is absent.  Colour photos only; the gray ones are a channel of these.
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@lru_cache(maxsize=None)
+def _photo(source: str, index: int) -> np.ndarray:
+    if source == "shared":
+        files = sorted(SHARED_VAL.rglob("*.png"))
+        with Image.open(files[index % len(files)]) as im:
+            return np.asarray(im.convert("RGB"))
+    import skimage.data
+
+    return getattr(skimage.data, SAMPLE_PHOTOS[index % len(SAMPLE_PHOTOS)])()
+
+
+def _centre(array: np.ndarray, height: int, width: int) -> np.ndarray | None:
+    if array.shape[0] < height or array.shape[1] < width:
+        return None
+    top, left = (array.shape[0] - height) // 2, (array.shape[1] - width) // 2
+    return np.ascontiguousarray(array[top : top + height, left : left + width])
 
 
 def natural_image(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
-    """A photo-like RGB uint8 image: smooth shading, edges and texture (a real photo if ../shared is there)."""
+    """A real RGB uint8 photo crop: from ../shared/data/val when present, else scikit-image's samples.
+
+    A synthetic photo-like image (shading, edges, texture) is the last resort for sizes no
+    sample covers.
+    """
     if SHARED_VAL.is_dir():
-        files = sorted(SHARED_VAL.rglob("*.png"))
-        with Image.open(files[seed % len(files)]) as im:
-            array = np.asarray(im.convert("RGB"))
-        if array.shape[0] >= height and array.shape[1] >= width:
-            top, left = (array.shape[0] - height) // 2, (array.shape[1] - width) // 2
-            return np.ascontiguousarray(array[top : top + height, left : left + width])
+        crop = _centre(_photo("shared", seed), height, width)
+        if crop is not None:
+            return crop
+    for step in range(len(SAMPLE_PHOTOS)):  # the seed's sample, else the next one large enough
+        crop = _centre(_photo("skimage", seed + step), height, width)
+        if crop is not None:
+            return crop
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack([128 + 60 * np.sin(x / 9), 100 + y, 200 - x / 2], axis=2)

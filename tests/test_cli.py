@@ -78,7 +78,7 @@ def test_input_is_never_replaced(photos, capsys):
     source = photos / "p0.jpg"
     before = source.read_bytes()
     code, _, err = run_cli("restore", source, "-o", source, "--overwrite", capsys=capsys)
-    assert code == 1 and "replace the input" in err
+    assert code == 2 and "replace the input" in err  # refused when the run is planned, before any work
     assert source.read_bytes() == before
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Sequence
 
 from fbcnn_plugins import __version__
 
-from . import bench_cmd, eval_cmd, gimp_cmd, models_cmd, qf_cmd, restore_cmd, train_cmd
+from . import bench_cmd, eval_cmd, export_onnx_cmd, gimp_cmd, models_cmd, qf_cmd, restore_cmd, train_cmd
 
-COMMANDS = (restore_cmd, qf_cmd, models_cmd, bench_cmd, eval_cmd, train_cmd, gimp_cmd)
+COMMANDS = (restore_cmd, qf_cmd, models_cmd, bench_cmd, eval_cmd, train_cmd, gimp_cmd, export_onnx_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +27,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit status: 0 done, 1 some files failed, 2 usage error, 128+N stopped by signal N."""
+    from .signals import Interrupted, stop_on_signals
+
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # argparse: --help (0) or a bad option (2, message already printed)
+        return int(done.code or 0)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            with stop_on_signals():
+                return int(args.run(args) or 0)
+        except Interrupted as stop:
+            print(f"fbcnn {args.command}: stopped by {stop.name}", file=sys.stderr)
+            return stop.exit_status
+        except KeyboardInterrupt:
+            print(f"fbcnn {args.command}: interrupted", file=sys.stderr)
+            return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one plain line on stderr (the message names the file), not Python's source excerpt."""
+    print(f"warning: {message}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":
