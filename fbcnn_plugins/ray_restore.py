@@ -1,0 +1,310 @@
+"""``fbcnn restore --ray``: the same batch restoration, spread over the workers of a Ray cluster.
+
+The driver (the machine where ``fbcnn restore`` runs) plans the whole job
+exactly as the local run does: which files, which output name for each, which
+outputs already exist.  Only the restoration itself moves to the cluster:
+Ray Data's ``map_batches`` feeds one file at a time to a fixed pool of actors,
+each of which loads the model once (through the core's catalogue, as the
+local run does) and then restores and writes file after file with the local
+run's own per-file code.  That is why the outputs are the same files, byte for
+byte: the same reader, the same ``Restorer`` call, the same atomic writer.
+
+Why actors and one file per block: loading the network is the expensive part
+of a worker's start, so a worker keeps it for the whole job; and a block of
+one file means a worker that dies (killed, out of memory, a lost node) costs
+the cluster only that file, which Ray runs again on a restarted actor
+(``max_restarts`` / ``max_task_retries``).  A file that keeps killing its worker
+is given up after ``MAX_FILE_RETRIES`` and reported as failed, so one poison
+file cannot stall an archive.
+
+Outputs are written by the workers straight into the output folder, so every
+node must see the inputs and the output folder under the same paths (a shared
+filesystem).  Re-running the same command skips every output that exists: an
+output only ever appears complete (atomic rename), so an existing one is a
+finished one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+INSTALL_HINT = 'fbcnn restore --ray needs Ray: pip install "fbcnn-plugins[ray]" (or pip install "ray[data]")'
+#: A file whose worker dies this many times more is reported as failed instead of tried again.
+MAX_FILE_RETRIES = 3
+#: At most this many blocks; beyond it several files share a block (and a retry).
+MAX_BLOCKS = 100_000
+_ADDRESS = re.compile(r"^(auto|local|(ray://)?[\w.\-\[\]:]+:\d+)$")
+
+
+class RaySetupError(RuntimeError):
+    """The job cannot start on Ray (Ray missing, no cluster, bad worker counts); nothing was restored."""
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--ray`` options of ``fbcnn restore``."""
+    group = parser.add_argument_group("running on a Ray cluster (needs fbcnn-plugins[ray])")
+    group.add_argument(
+        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        help="restore on a Ray cluster: ADDRESS as for ray.init (host:port, ray://host:port, auto, local; "
+        "default: the running cluster or RAY_ADDRESS, else a new one on this machine). Inputs and -o must be "
+        "on a filesystem every node sees. Put --ray after the inputs, or write --ray=ADDRESS",
+    )
+    group.add_argument("--ray-workers", type=int, metavar="N",
+                       help="number of model-holding workers (default: as many as the cluster's CPUs or GPUs allow)")
+    group.add_argument("--ray-cpus-per-worker", type=float, default=1.0, metavar="N",
+                       help="CPUs reserved by each worker, also its thread count (default: 1)")
+    group.add_argument("--ray-gpus-per-worker", type=float, metavar="N",
+                       help="GPUs reserved by each worker (default: 1 when the cluster has GPUs and --device "
+                       "is not cpu, else 0)")
+
+
+def check_ray_installed() -> None:
+    """Raise RaySetupError with the install command when Ray (with Ray Data) is missing."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RaySetupError(INSTALL_HINT) from None
+
+
+def check_address(address: str) -> str | None:
+    """The address for ``ray.init`` (None: find or start one); a path here means --ray swallowed an input."""
+    if address == "":
+        return None
+    if not _ADDRESS.match(address) or Path(address).exists():
+        raise RaySetupError(
+            f"--ray {address}: not a Ray address (host:port, ray://host:port, auto or local); "
+            "if it is an input, put --ray after the inputs or write --ray=ADDRESS"
+        )
+    return address
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+class RestoreWorker:
+    """A Ray Data actor: one loaded model, then file after file with the local run's per-file code."""
+
+    def __init__(self, options: dict[str, Any], workdir: str, cpus: float) -> None:
+        # Relative paths in the plan mean what they meant on the driver: the cluster shares its files.
+        if not os.path.isdir(workdir):
+            raise RuntimeError(f"fbcnn restore --ray: the folder {workdir} does not exist on this node; "
+                               "every node needs the inputs and outputs under the same paths")
+        os.chdir(workdir)
+        import torch
+
+        from fbcnn_plugins.cli import restore_cmd
+        from fbcnn_plugins.core.quality import parse_qf
+
+        torch.set_num_threads(max(1, int(cpus)))
+        self.args = argparse.Namespace(**options)
+        self.qf = parse_qf(self.args.qf)
+        self.restorer = restore_cmd._make_restorer(self.args)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        records = [
+            json.dumps(self.restore(Path(source), Path(target)))
+            for source, target in zip(batch["source"], batch["target"])
+        ]
+        return {"index": list(batch["index"]), "record": records}
+
+    def restore(self, source: Path, target: Path) -> dict[str, Any]:
+        from fbcnn_plugins.cli.restore_cmd import Job
+
+        if target.exists() and not self.args.overwrite:
+            # Only a retried file finds its output here: the driver left out the ones there before the run.
+            return {"input": str(source), "output": str(target), "skipped": "output exists"}
+        return restore_record(Job(source, target), self.restorer, self.qf, self.args)
+
+
+def restore_record(job, restorer, qf, args: argparse.Namespace) -> dict[str, Any]:
+    """One file restored and written, as the record the local run reports for it (errors included)."""
+    from fbcnn_plugins.cli.restore_cmd import _message, _restore_one
+
+    started = time.perf_counter()
+    record: dict[str, Any] = {"input": str(job.source), "output": str(job.target)}
+    try:
+        record.update(_restore_one(job, restorer, qf, args))
+        record["seconds"] = round(time.perf_counter() - started, 3)
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch, as in the local run
+        record["error"] = _message(job, error)
+    return record
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+def restore_on_ray(jobs: Sequence, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """Restore the planned ``jobs`` on the cluster, appending one record per job to ``results`` in plan order.
+
+    A job whose output exists is skipped without being sent (unless --overwrite): that is
+    what makes re-running the command resume it.  Raises RaySetupError when the job cannot
+    start; on a signal the records of the finished files are appended before it propagates.
+    """
+    from fbcnn_plugins.cli.progress import BatchProgress
+
+    address = check_address(args.ray)
+    check_ray_installed()
+    records: list[dict[str, Any] | None] = [None] * len(jobs)
+    claimed: dict[Path, Path] = {}  # output -> the input that produces it in this run
+    todo = []
+    for index, job in enumerate(jobs):
+        record = {"input": str(job.source), "output": str(job.target)}
+        target = job.target.resolve()
+        if target in claimed:
+            record["error"] = f"{job.source}: same output as {claimed[target]} ({job.target}); use -o FOLDER or rename"
+            records[index] = record
+        elif job.target.exists() and not args.overwrite:
+            records[index] = {**record, "skipped": "output exists"}
+        else:
+            todo.append(index)
+        claimed.setdefault(target, job.source)
+    if todo:
+        _check_model(args)
+    progress = BatchProgress(len(jobs), quiet=args.quiet)
+    done = 0
+    for record in records:
+        if record is not None:
+            done += 1
+            _report(record, progress, args, f"[{done}/{len(jobs)}] ")
+    finished = False
+    try:
+        if todo:
+            for index, record in _run_on_cluster([jobs[i] for i in todo], todo, args, address):
+                records[index] = record
+                done += 1
+                _report(record, progress, args, f"[{done}/{len(jobs)}] ")
+        finished = True
+    finally:
+        progress.close()
+        for job in jobs:
+            _remove_leftover_parts(job.target)
+        for index, job in enumerate(jobs):
+            if finished and records[index] is None:
+                records[index] = {
+                    "input": str(job.source), "output": str(job.target),
+                    "error": f"{job.source}: its worker was lost {MAX_FILE_RETRIES + 1} times while restoring it "
+                    "(out of memory, or a node lost?)",
+                }
+                progress.line(f"error: {records[index]['error']}")
+        results.extend(r for r in records if r is not None)
+
+
+def _check_model(args: argparse.Namespace) -> None:
+    """A wrong model name or file, or bad tiling, fails here before the cluster is touched."""
+    from fbcnn_plugins.core.catalog import load_model
+    from fbcnn_plugins.core.tiling import DEFAULT_TILE, check_tiling, default_overlap
+
+    tile = args.tile or DEFAULT_TILE
+    try:
+        check_tiling(tile, default_overlap(tile) if args.overlap is None else args.overlap)
+        if args.model is not None:
+            load_model(args.model)
+    except Exception as error:
+        raise RaySetupError(str(error)) from None
+
+
+def _run_on_cluster(jobs: Sequence, indices: list[int], args: argparse.Namespace, address: str | None):
+    """Yield (plan index, record) as workers finish files, in whatever order they finish."""
+    # Ray's and the workers' messages go to stderr: stdout carries only the report (--json).
+    with contextlib.redirect_stdout(sys.stderr), _connected(address):
+        import ray
+        import ray.data
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours counts files over the whole job
+        context.print_on_execution_start = False
+        context.max_errored_blocks = -1  # a file given up after its retries is reported, not fatal
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        workers, resources = _worker_shape(ray.cluster_resources(), args)
+        options = {k: v for k, v in vars(args).items() if k != "run" and not callable(v)}
+        rows = [{"index": i, "source": str(job.source), "target": str(job.target)} for i, job in zip(indices, jobs)]
+        dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
+        with warnings.catch_warnings():
+            # Ray 2.5x marks actor options passed this way as deprecated but has no named parameter for
+            # them yet; its default (retry forever) would let one file that kills its worker stall the job.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restored = dataset.map_batches(
+                RestoreWorker, batch_size=1, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
+                fn_constructor_kwargs={"options": options, "workdir": os.getcwd(), "cpus": resources["num_cpus"]},
+                max_restarts=-1, max_task_retries=MAX_FILE_RETRIES, **resources,
+            )
+        for row in restored.iter_rows():
+            yield int(row["index"]), json.loads(row["record"])
+
+
+@contextlib.contextmanager
+def _connected(address: str | None):
+    """Connected to the cluster for the block; a connection made here is closed after it."""
+    import ray
+
+    if ray.is_initialized():  # a caller's own connection is left to the caller
+        yield
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 configure_logging=True, log_to_driver=True)
+    except Exception as error:  # no cluster at that address, or a local one could not start
+        raise RaySetupError(f"cannot connect to Ray at {address or 'auto'}: {error}") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _worker_shape(cluster: dict[str, float], args: argparse.Namespace) -> tuple[int, dict[str, float]]:
+    """How many workers, and what each reserves, from the cluster's resources and the options."""
+    cpus = float(args.ray_cpus_per_worker)
+    gpus = args.ray_gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if cluster.get("GPU", 0) >= 1 and args.device != "cpu" else 0.0
+    if cpus <= 0 or gpus < 0:
+        raise RaySetupError("--ray-cpus-per-worker must be above 0 and --ray-gpus-per-worker at least 0")
+    fits = int(cluster.get("CPU", 0) // cpus)
+    if gpus > 0:
+        fits = min(fits, int(cluster.get("GPU", 0) // gpus))
+    if fits < 1:
+        raise RaySetupError(f"the Ray cluster ({_describe(cluster)}) has no room for one worker of "
+                            f"{cpus:g} CPU and {gpus:g} GPU")
+    workers = args.ray_workers or fits
+    if workers < 1 or workers > fits:
+        raise RaySetupError(f"--ray-workers {workers}: the cluster ({_describe(cluster)}) holds 1..{fits} workers "
+                            f"of {cpus:g} CPU and {gpus:g} GPU")
+    return workers, {"num_cpus": cpus, "num_gpus": gpus}
+
+
+def _describe(cluster: dict[str, float]) -> str:
+    return f"{cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU"
+
+
+def _report(record: dict[str, Any], progress, args: argparse.Namespace, counter: str) -> None:
+    """The local run's lines for a finished file (in a log, with the count of files done)."""
+    prefix = "" if progress.tty else counter
+    for note in record.get("warnings", []):
+        progress.line(f"warning: {note}")
+    if "error" in record:
+        progress.line(f"{prefix}error: {record['error']}")
+    elif "skipped" in record:
+        if not args.quiet:
+            progress.line(f"{prefix}skipped {record['input']}: {record['skipped']}")
+    elif not args.json and not args.quiet:
+        frames = f", {record['frames']} frames" if record.get("frames", 1) > 1 else ""
+        progress.line(f"{prefix}{record['input']} -> {record['output']}  (QF {record['qf']}, {record['qf_source']}{frames})")
+    progress.advance()
+
+
+def _remove_leftover_parts(target: Path) -> None:
+    """Temporary files of writes that a lost worker never finished (atomic_target's naming)."""
+    if target.parent.is_dir():
+        for part in target.parent.glob(f".{glob.escape(target.stem)}.*.part{glob.escape(target.suffix)}"):
+            part.unlink(missing_ok=True)
