@@ -1,27 +1,91 @@
-"""The one QF a person should see first for an image, with where it came from.
+"""The ``auto`` QF: one rule that weighs every piece of evidence, used by every front end.
 
-A dialog or a report can show a single number.  The most trustworthy source
-wins: the JPEG file's own tables when the pixels are still that file's
-(same size, libjpeg tables), then FBCNN-D when the pixels carry a JPEG
-signature (it reads the QF of a single JPEG exactly on ../shared/data/val,
-and finds the stronger compression of a non-aligned double JPEG, where the
-network's single prediction lands between the two qualities), and otherwise
-the network's prediction (resized or never-compressed pixels, where FBCNN-D
-finds no grid).
+Three witnesses can say how damaged an image is, and each is wrong in its own way:
+
+* the **header** of the JPEG file the pixels came from is exact about the *last* save, and
+  blind to everything before it (a photo compressed hard, resized and saved again at QF 90
+  says 90);
+* **FBCNN-D** (:func:`~fbcnn_plugins.core.qf_estimation.dominant_quality`) finds a past
+  compression whose 8x8 grid is still in the pixels, also one the header hides (a crop or
+  shift between two saves), but on few blocks the texture of a clean image can pass for a
+  grid: its ``depth`` (how far the grid's error at its QF sits below the other grids') and
+  the image size say how far to trust it;
+* the **network's prediction** sees the damage itself, whatever made it, but only as one
+  smooth guess that lands between the qualities of a chain.
+
+The rule, in order (the thresholds below were set on the training images and on generated
+degradation chains, never on the validation images the benchmark reports):
+
+1. A trusted FBCNN-D grid clearly below the header QF: a stronger, earlier compression
+   the last save did not erase; undo it (``dominant``).
+2. Else the header, else a trusted FBCNN-D grid (``header`` / ``dominant``) ...
+3. ... unless the network sees clearly heavier damage than that QF: a high last save on
+   top of a resize, whose grid is gone; then the network's prediction, pushed further down
+   by how far it sits below the last save, since a single prediction only gets half way
+   towards the first compression of such a chain (``predicted``).
+4. No header and no trusted grid: if the network sees little damage too, the image was
+   most likely never compressed (a PNG, an icon, a screenshot), and it gets the gentlest
+   strength, which leaves it as it was (``clean``); else the network's prediction.
+
+:func:`decide_qf` returns the decision with its evidence and a sentence saying why;
+:func:`choose_qf` is the same as a :class:`~fbcnn_plugins.core.quality.QFEstimate`.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from .qf_estimation import dominant_quality, header_quality
-from .quality import QFEstimate, clamp_qf
+from .qf_estimation import DominantQF, dominant_quality, header_quality
+from .quality import QF_MAX, QFEstimate, clamp_qf
 from .restorer import Restorer
 
-MIN_DOMINANT_SIDE = 24
+#: Below this side FBCNN-D is not run: a 47-px image has at most 25 blocks on a shifted grid,
+#: and clean 24-47 px crops showed "grids" as deep as real ones.
+MIN_DOMINANT_SIDE = 48
+#: From this side on, a dip of :data:`TRUSTED_DEPTH` is a real grid; smaller images need
+#: :data:`SMALL_IMAGE_DEPTH`.  On training crops a real single JPEG at QF <= 90 or a double
+#: JPEG's first grid showed depths of 0.73-1.0 (QF 95: 0.55-0.7); clean crops of 96 px and more
+#: stayed under 0.45, while 48-95 px clean crops reached 0.64.
+FULL_TRUST_SIDE = 96
+TRUSTED_DEPTH = 0.5
+SMALL_IMAGE_DEPTH = 0.8
+#: FBCNN-D's grid must sit this many QF steps under the header to overrule it (one-step
+#: differences are the estimator's rounding, not a second compression).
+OVERRULE_MARGIN = 5
+#: The network must see a QF this far under the header or grid before its prediction wins;
+#: on single JPEGs its prediction strays a few steps either way.
+HEAVIER_DAMAGE_MARGIN = 12.0
+#: When the network's prediction wins over a higher last save, the QF used is pushed below the
+#: prediction by this share of the gap between the two (see rule 3).
+EXTRAPOLATION = 0.0
+#: With no header and no trusted grid, a prediction at least this high means "never compressed".
+CLEAN_PREDICTION = 85.0
+#: The strength used for images that look never compressed: the gentlest.
+CLEAN_QF = QF_MAX
+
+
+@dataclass
+class QFDecision:
+    """The QF ``auto`` settled on, the evidence it weighed, and why (one sentence for people)."""
+
+    qf: int
+    source: str  # "header", "dominant", "predicted" or "clean"
+    reason: str
+    predicted: float
+    header: int | None = None
+    dominant: int | None = None
+    dominant_depth: float | None = None
+    dominant_trusted: bool = False
+    shift: tuple[int, int] | None = None
+    double_compressed: bool | None = None
+
+    def estimate(self) -> QFEstimate:
+        return QFEstimate(self.qf, self.source, self.predicted, shift=self.shift,
+                          double_compressed=self.double_compressed, reason=self.reason)
 
 
 def header_estimate(path: str | os.PathLike[str] | None, height: int, width: int) -> QFEstimate | None:
@@ -40,6 +104,101 @@ def header_estimate(path: str | os.PathLike[str] | None, height: int, width: int
     return QFEstimate(found.quality, "header")
 
 
+def eight_bit_color(image: np.ndarray) -> np.ndarray:
+    """The colour (or gray) channels of any supported image as 8-bit, as a JPEG decoder would give them."""
+    planes = image if image.ndim == 3 else image[:, :, None]
+    color = planes[:, :, : 3 if planes.shape[2] >= 3 else 1]
+    if color.dtype == np.uint8:
+        return color
+    scale = {np.dtype(np.uint16): 255.0 / 65535.0}.get(color.dtype, 255.0)
+    return np.clip(np.rint(color.astype(np.float32) * scale), 0, 255).astype(np.uint8)
+
+
+def dominant_evidence(image: np.ndarray) -> DominantQF | None:
+    """FBCNN-D on ``image``, or None when it is too small for the estimate to mean anything."""
+    if min(image.shape[:2]) < MIN_DOMINANT_SIDE:
+        return None
+    return dominant_quality(eight_bit_color(image))
+
+
+def grid_is_trusted(found: DominantQF | None, height: int, width: int) -> bool:
+    """Whether FBCNN-D's grid is deep enough, for this image size, to be a real past compression."""
+    if found is None or found.quality is None or found.depth is None:
+        return False
+    needed = TRUSTED_DEPTH if min(height, width) >= FULL_TRUST_SIDE else SMALL_IMAGE_DEPTH
+    return found.depth >= needed
+
+
+def decide(
+    predicted: float,
+    height: int,
+    width: int,
+    *,
+    header: int | None = None,
+    dominant: DominantQF | None = None,
+) -> QFDecision:
+    """The ``auto`` rule (see the module docstring) on evidence already gathered."""
+    trusted = grid_is_trusted(dominant, height, width)
+    facts = dict(
+        predicted=float(predicted), header=header,
+        dominant=None if dominant is None else dominant.quality,
+        dominant_depth=None if dominant is None else dominant.depth,
+        dominant_trusted=trusted,
+        shift=dominant.shift if trusted else None,
+        double_compressed=dominant.double_compressed if trusted else None,
+    )
+    grid = dominant.quality if trusted else None
+    depth = f"depth {dominant.depth:.2f}" if trusted else ""
+    if grid is not None and header is not None and grid <= header - OVERRULE_MARGIN:
+        base, source = grid, "dominant"
+        reason = (f"the pixels keep the 8x8 grid of an earlier, stronger compression (QF {grid}, "
+                  f"grid shift {dominant.shift}, {depth}) under the header's QF {header}")
+    elif header is not None:
+        base, source = header, "header"
+        reason = f"the JPEG file's tables say QF {header}"
+        if grid is not None:
+            reason += f" and the pixels' grid agrees (FBCNN-D {grid}, {depth})"
+    elif grid is not None:
+        base, source = grid, "dominant"
+        kind = "a non-aligned double JPEG's first" if dominant.double_compressed else "a JPEG"
+        reason = f"the pixels carry {kind} 8x8 grid at QF {grid} ({depth}, shift {dominant.shift})"
+    else:
+        base = None
+    if base is not None:
+        if predicted <= base - HEAVIER_DAMAGE_MARGIN:
+            qf = clamp_qf(predicted - EXTRAPOLATION * (base - predicted))
+            return QFDecision(qf, "predicted", (
+                f"the network sees heavier damage (QF {predicted:.1f}) than {reason.split(' (')[0]}: "
+                f"a high last save over an earlier compression whose grid is gone (resized or edited)"), **facts)
+        return QFDecision(base, source, reason, **facts)
+    why_not_grid = ("the image is too small for FBCNN-D" if dominant is None else
+                    "FBCNN-D finds no JPEG grid" if dominant.quality is None else
+                    f"FBCNN-D's grid (QF {dominant.quality}, depth {dominant.depth or 0:.2f}) is too shallow "
+                    f"to be told from texture at {width}x{height}")
+    if predicted >= CLEAN_PREDICTION:
+        return QFDecision(CLEAN_QF, "clean", (
+            f"no JPEG header, {why_not_grid}, and the network sees little damage (QF {predicted:.1f}): "
+            f"treated as never compressed and left as it is"), **facts)
+    return QFDecision(clamp_qf(predicted), "predicted",
+                      f"no JPEG header and {why_not_grid}: the network's prediction", **facts)
+
+
+def decide_qf(
+    restorer: Restorer,
+    image: np.ndarray,
+    *,
+    jpeg_path: str | os.PathLike[str] | None = None,
+    header: QFEstimate | int | None = None,
+) -> QFDecision:
+    """Gather the evidence for ``image`` (header given, or read from ``jpeg_path``) and apply :func:`decide`."""
+    height, width = image.shape[:2]
+    if header is None:
+        header = header_estimate(jpeg_path, height, width)
+    header_qf = header.value if isinstance(header, QFEstimate) else header
+    predicted = restorer.predict_qf(image)
+    return decide(predicted, height, width, header=header_qf, dominant=dominant_evidence(image))
+
+
 def choose_qf(
     restorer: Restorer,
     image: np.ndarray,
@@ -47,22 +206,6 @@ def choose_qf(
     jpeg_path: str | os.PathLike[str] | None = None,
     header: QFEstimate | None = None,
 ) -> QFEstimate:
-    """Header (given, or read from ``jpeg_path``), else FBCNN-D on the pixels, else the network.
+    """:func:`decide_qf` as the :class:`QFEstimate` front ends report (``predicted`` always filled in)."""
+    return decide_qf(restorer, image, jpeg_path=jpeg_path, header=header).estimate()
 
-    ``predicted`` is always filled in, so a caller can show both numbers.
-    """
-    predicted = restorer.predict_qf(image)
-    height, width = image.shape[:2]
-    chosen = header or header_estimate(jpeg_path, height, width)
-    if chosen is None and min(height, width) >= MIN_DOMINANT_SIDE:
-        planes = image if image.ndim == 3 else image[:, :, None]
-        color = planes[:, :, : 3 if planes.shape[2] >= 3 else 1]
-        scale = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 255.0 / 65535.0}.get(color.dtype, 255.0)
-        eight_bit = np.clip(np.rint(color.astype(np.float32) * scale), 0, 255).astype(np.uint8)
-        found = dominant_quality(eight_bit)
-        if found.quality is not None:
-            chosen = QFEstimate(found.quality, "dominant", shift=found.shift, double_compressed=found.double_compressed)
-    if chosen is None:
-        chosen = QFEstimate(clamp_qf(predicted), "predicted")
-    chosen.predicted = predicted
-    return chosen

@@ -222,13 +222,18 @@ class DominantQF:
     shift: tuple[int, int] | None
     double_compressed: bool
     mse: float | None
+    #: How far the chosen grid's error at its QF sits below the typical shifted grid's (0: not at all,
+    #: 1: no error left), on the same low frequencies: a real past compression leaves next to no error
+    #: at its own QF, while an image's texture puts every grid at about the same error.  None when the
+    #: curves to compare were not computed.
+    depth: float | None = None
     curves: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
     minima: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict, repr=False)
 
 
 def luma_plane(image: np.ndarray) -> np.ndarray:
-    """The 8-bit plane the estimator reads: the image itself if gray, else JPEG's full-range Y."""
-    if image.ndim == 3 and image.shape[2] == 1:
+    """The 8-bit plane the estimator reads: the image itself if gray, else JPEG's full-range Y (alpha ignored)."""
+    if image.ndim == 3 and image.shape[2] in (1, 2):  # gray, or gray+alpha
         image = image[:, :, 0]
     if image.ndim == 2:
         return image.astype(np.float32)
@@ -262,15 +267,18 @@ def dominant_quality(
 
     low = tuple(int(index) for index in ZIGZAG[:SHIFTED_GRID_COEFFICIENTS])
 
+    current_low: list[np.ndarray] = []
+
     def curve(shift: tuple[int, int]) -> np.ndarray:
         coefficients = block_dct(plane[shift[0] :, shift[1] :])
         if shift == (0, 0):  # the paper's pixel MSE: its threshold of 30 applies to this grid
+            current_low.append(recompression_mse(coefficients, low))
             return recompression_mse(coefficients)
         return recompression_mse(coefficients, low)
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         curves = dict(zip(shifts, pool.map(curve, shifts)))
-    return select_dominant(curves, threshold)
+    return select_dominant(curves, threshold, current_low=current_low[0])
 
 
 def _central_square(plane: np.ndarray, size: int | None) -> np.ndarray:
@@ -283,7 +291,12 @@ def _central_square(plane: np.ndarray, size: int | None) -> np.ndarray:
     return plane[top : top + size, left : left + size]
 
 
-def select_dominant(curves: dict[tuple[int, int], np.ndarray], threshold: float = MSE_THRESHOLD) -> DominantQF:
+def select_dominant(
+    curves: dict[tuple[int, int], np.ndarray],
+    threshold: float = MSE_THRESHOLD,
+    *,
+    current_low: np.ndarray | None = None,
+) -> DominantQF:
     """Decide from per-shift MSE curves (QF 1..100) which QF to undo, and on which grid.
 
     The paper takes each shift's first dip in the raw MSE and trusts it when
@@ -297,6 +310,9 @@ def select_dominant(curves: dict[tuple[int, int], np.ndarray], threshold: float 
     and wiggles that every grid shares cancel out, so its deepest point (not
     its first wiggle) is the QF.  Among the dips found, the smallest QF is the
     dominant, stronger compression.  Without any, the paper's raw rule decides.
+
+    ``current_low`` is the current grid's curve on the shifted grids' low frequencies; with it the
+    result's ``depth`` says how sure the estimate is (see :class:`DominantQF`).
     """
     others = [curve for shift, curve in curves.items() if shift != (0, 0)]
     typical = np.median(np.stack(others), axis=0) if others else None
@@ -320,13 +336,18 @@ def select_dominant(curves: dict[tuple[int, int], np.ndarray], threshold: float 
             if index is not None:
                 minima[shift] = (int(QUALITIES[index]), float(curve[index]))
         if not minima:
-            return DominantQF(None, None, False, None, curves, minima)
+            return DominantQF(None, None, False, None, None, curves, minima)
         below = {s: m for s, m in minima.items() if m[1] < threshold}
         pool = below or minima
         key = (lambda item: (item[1][0], item[1][1])) if below else (lambda item: item[1][1])
         shift, (quality, mse) = min(pool.items(), key=key)
     double = shift != (0, 0) and (0, 0) in minima and minima[(0, 0)][0] != quality
-    return DominantQF(quality, shift, double, mse, curves, minima)
+    depth = None
+    comparable = current_low if shift == (0, 0) else curves[shift]
+    if typical is not None and comparable is not None:
+        index = quality - 1
+        depth = float(np.clip(1.0 - comparable[index] / max(float(typical[index]), 1e-9), 0.0, 1.0))
+    return DominantQF(quality, shift, double, mse, depth, curves, minima)
 
 
 def brute_force_curve(plane: np.ndarray, shift: tuple[int, int], encode) -> np.ndarray:

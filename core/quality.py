@@ -23,7 +23,8 @@ class QFEstimate:
     ``value`` drives the network; ``source`` is ``"given"``, ``"predicted"``,
     ``"dominant"`` or ``"header"``; ``predicted`` is the network's own
     estimate whenever it was computed (a float, before rounding); ``shift``
-    and ``double_compressed`` come with the dominant estimate.
+    and ``double_compressed`` come with the dominant estimate; ``reason`` says, for ``auto``,
+    which evidence decided and why (see :mod:`fbcnn_plugins.core.qf_choice`).
     """
 
     value: int
@@ -31,6 +32,7 @@ class QFEstimate:
     predicted: float | None = None
     shift: tuple[int, int] | None = None
     double_compressed: bool | None = None
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

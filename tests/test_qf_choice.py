@@ -1,0 +1,140 @@
+"""The ``auto`` QF rule on real photos (scikit-image's samples), real libjpeg files and the bundled model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from fbcnn_plugins.cli.main import main
+from fbcnn_plugins.core.metrics import psnr
+from fbcnn_plugins.core.qf_choice import (
+    CLEAN_QF, HEAVIER_DAMAGE_MARGIN, MIN_DOMINANT_SIDE, decide, decide_qf, dominant_evidence,
+)
+from fbcnn_plugins.core.qf_estimation import DominantQF
+from fbcnn_plugins.core.restorer import Restorer
+from fbcnn_plugins.qf_chains import Chain, double, jpeg, png_of_jpeg, run_chain, single, untouched
+
+
+def photo(name: str, height: int, width: int, top: int = 0, left: int = 0) -> np.ndarray:
+    image = getattr(data, name)()
+    return np.ascontiguousarray(image[top : top + height, left : left + width])
+
+
+def save_jpeg(path, image: np.ndarray, quality: int) -> None:
+    Image.fromarray(image).save(path, format="JPEG", quality=quality)
+
+
+def restore_file(path, capsys) -> dict:
+    assert main(["restore", str(path), "-o", str(path.with_name(path.stem + "-out.png")), "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)["files"]
+    return record
+
+
+@pytest.fixture(scope="module")
+def restorer(bundled_color_model) -> Restorer:
+    return Restorer(bundled_color_model, device="cpu")
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 80)])
+@pytest.mark.parametrize("name, top, left", [("astronaut", 180, 200), ("coffee", 150, 250), ("chelsea", 80, 150)])
+def test_small_clean_images_are_not_smeared(tmp_path, capsys, size, name, top, left):
+    clean = photo(name, *size, top=top, left=left)
+    source = tmp_path / f"{name}.png"
+    Image.fromarray(clean).save(source)
+    record = restore_file(source, capsys)
+    with Image.open(tmp_path / f"{name}-out.png") as restored:
+        out = np.asarray(restored.convert("RGB"))
+    assert psnr(clean, out) >= 40.0, record
+    assert record["qf"] >= 90, record
+
+
+def test_jpeg_resaved_at_95_after_15_is_restored_well_below_95(tmp_path, capsys):
+    clean = photo("astronaut", 200, 200, top=60, left=120)
+    first = jpeg(clean, 15)[3:, 5:]  # a crop off the 8x8 grid between the two saves
+    source = tmp_path / "resaved.jpg"
+    save_jpeg(source, np.ascontiguousarray(first), 95)
+    record = restore_file(source, capsys)
+    assert record["qf"] <= 40, record
+    assert record["qf_source"] == "dominant"
+
+
+@pytest.mark.parametrize("quality", [30, 80])
+def test_single_jpeg_is_restored_at_its_header_qf(tmp_path, capsys, quality):
+    source = tmp_path / f"q{quality}.jpg"
+    save_jpeg(source, photo("coffee", 160, 224, top=100, left=150), quality)
+    record = restore_file(source, capsys)
+    assert (record["qf"], record["qf_source"]) == (quality, "header")
+
+
+def test_decision_says_which_evidence_decided(tmp_path, restorer):
+    clean = photo("chelsea", 192, 192, top=40, left=120)
+    path = tmp_path / "x.jpg"
+    save_jpeg(path, np.ascontiguousarray(jpeg(clean, 15)[2:, 6:]), 90)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    decision = decide_qf(restorer, pixels, jpeg_path=path)
+    assert decision.header == 90 and decision.dominant_trusted and decision.source == "dominant"
+    assert "QF 90" in decision.reason and f"QF {decision.qf}" in decision.reason
+    estimate = decision.estimate()
+    assert (estimate.value, estimate.source, estimate.reason) == (decision.qf, "dominant", decision.reason)
+    # Without the file, the same pixels decide the same way from the grid alone.
+    assert decide_qf(restorer, pixels).qf == decision.qf
+
+
+def test_qf_command_shows_the_auto_decision(tmp_path, capsys):
+    path = tmp_path / "q35.jpg"
+    save_jpeg(path, photo("coffee", 128, 128, top=100, left=200), 35)
+    assert main(["qf", str(path), "--json"]) == 0
+    [report] = json.loads(capsys.readouterr().out)
+    assert report["auto"]["qf"] == 35 and report["auto"]["source"] == "header" and report["auto"]["reason"]
+    assert main(["qf", str(path)]) == 0
+    assert "auto 35 (header:" in capsys.readouterr().out
+
+
+# -- the rule on given evidence: every branch ------------------------------------------------------
+
+def grid(quality: int | None, depth: float | None, shift=(0, 0), double=False) -> DominantQF:
+    return DominantQF(quality, shift if quality else None, double, None, depth)
+
+
+def test_rule_branches():
+    # Header alone; a trusted grid agreeing; a deeper earlier compression overruling it.
+    assert decide(88.0, 256, 256, header=90).source == "header"
+    assert decide(88.0, 256, 256, header=90, dominant=grid(90, 0.8)).qf == 90
+    chosen = decide(60.0, 256, 256, header=90, dominant=grid(15, 0.9, (3, 5), True))
+    assert (chosen.qf, chosen.source, chosen.shift) == (15, "dominant", (3, 5))
+    # The same grid, too shallow for a small image, is not trusted.
+    assert not decide(93.0, 64, 64, dominant=grid(6, 0.6)).dominant_trusted
+    # The network seeing much heavier damage than the last save wins; a few steps below does not.
+    assert decide(90.0 - HEAVIER_DAMAGE_MARGIN - 1, 256, 256, header=90).source == "predicted"
+    assert decide(90.0 - HEAVIER_DAMAGE_MARGIN + 2, 256, 256, header=90).source == "header"
+    # Nothing points to a compression: clean when the network agrees, else its prediction.
+    assert (decide(93.0, 16, 16).qf, decide(93.0, 16, 16).source) == (CLEAN_QF, "clean")
+    assert (decide(40.0, 200, 200, dominant=grid(None, None)).qf, decide(40.0, 200, 200).source) == (40, "predicted")
+
+
+def test_fbcnn_d_is_not_run_on_tiny_images():
+    assert dominant_evidence(photo("astronaut", MIN_DOMINANT_SIDE - 1, 64)) is None
+    assert dominant_evidence(photo("astronaut", MIN_DOMINANT_SIDE, 64)) is not None
+
+
+# -- the chain benchmark, small: real images through real chains ------------------------------------
+
+def test_chain_benchmark_on_a_sample_photo(restorer):
+    image = data.astronaut()
+    chains = [Chain("JPEG 20", single(20)), Chain("PNG of JPEG 30", png_of_jpeg(30)),
+              Chain("JPEG 15 -> shift -> JPEG 90", double(15, 90, (3, 5))),
+              Chain("clean 32", untouched(32), clean=True)]
+    results = {c.name: run_chain(restorer, c, [image], 96, grid=(10, 30, 60, 95, 100), refine=0) for c in chains}
+    for name in ("JPEG 20", "PNG of JPEG 30", "JPEG 15 -> shift -> JPEG 90"):
+        result = results[name]
+        # auto lands on the grid's best or close to it, and clearly above doing nothing
+        assert result.score(lambda o: o.auto) > 0.5, name
+        assert result.score(lambda o: o.auto) >= result.oracle_score() - 0.3, name
+    clean = results["clean 32"]
+    assert clean.score(lambda o: o.auto) >= 40.0 and clean.outcomes[0].auto_source == "clean"
+    assert results["JPEG 20"].outcomes[0].auto_source == "header"
