@@ -7,41 +7,52 @@
 # environment (recorded by `fbcnn install-gimp` in fbcnn-worker.json beside
 # this file), and the restored bytes are written back through the shadow
 # buffer, so GIMP itself applies the selection mask and records one undo step.
+#
+# In the dialog the worker runs on a background thread: the dialog opens at
+# once, the JPEG quality estimate fills in as it arrives (the header's QF
+# first, then the check of the pixels), and the preview is restored without
+# blocking the controls.
 
 import json
 import os
 import sys
+import threading
 
 import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject  # noqa: E402
+gi.require_version("Gtk", "3.0")
+gi.require_version("Gdk", "3.0")
+from gi.repository import Gegl, Gimp, GimpUi, GLib, GObject, Gtk  # noqa: E402
 
 from fbcnn_protocol import WorkerClient, WorkerError, WorkerGone, worker_command  # noqa: E402
 
 PROCEDURE = "python-fu-fbcnn-jpeg-artifacts"
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = os.path.join(HERE, "fbcnn-worker.json")
-#: Pixels of context read around a selection so the network sees the blocks at its edge whole.
+#: Pixels of context read around a selection or a preview view, so the network sees the blocks at its edge whole.
 CONTEXT = 32
 GRID = 8
-DEVICES = (("auto", "Automatic (GPU when available)"), ("cpu", "CPU"), ("cuda", "GPU (CUDA)"), ("mps", "GPU (Apple MPS)"))
+DEVICE_LABELS = {"cpu": "CPU", "cuda": "GPU (CUDA)", "mps": "GPU (Apple MPS)"}
+TILE_SIZES = (("auto", "Automatic"), ("256", "256 px"), ("512", "512 px"), ("1024", "1024 px"))
 SOURCES = {
     "header": "from the JPEG file's quantization tables",
     "predicted": "predicted by the network",
     "dominant": "read from the pixels' JPEG grid (FBCNN-D)",
     "given": "as set",
 }
+#: Milliseconds of quiet after a change before the preview is requested (a dragged slider sends many).
+PREVIEW_DELAY = 150
 
 
-def _registered_models():
+def _settings():
     try:
         with open(SETTINGS, encoding="utf-8") as handle:
-            return list(json.load(handle).get("models", []))
+            return json.load(handle)
     except (OSError, ValueError):
-        return []
+        return {}
 
 
 def _babl_format(drawable):
@@ -51,6 +62,16 @@ def _babl_format(drawable):
     return f"{base}{alpha} float", channels
 
 
+def _grid_region(drawable, x, y, w, h):
+    """``(x, y, w, h)`` grown by CONTEXT on every side, origin on the drawable's 8x8 grid, clipped."""
+    width, height = drawable.get_width(), drawable.get_height()
+    left = max(0, (x - CONTEXT) // GRID * GRID)
+    top = max(0, (y - CONTEXT) // GRID * GRID)
+    right = min(width, x + w + CONTEXT)
+    bottom = min(height, y + h + CONTEXT)
+    return left, top, right - left, bottom - top
+
+
 def _region(drawable):
     """The rectangle to restore in drawable coordinates, or None when the selection misses it.
 
@@ -58,18 +79,12 @@ def _region(drawable):
     through the selection mask when the shadow buffer is merged).  The origin stays on the
     drawable's 8x8 grid so the network sees JPEG blocks where they are.
     """
-    width, height = drawable.get_width(), drawable.get_height()
-    image = drawable.get_image()
-    if Gimp.Selection.is_empty(image):
-        return 0, 0, width, height
+    if Gimp.Selection.is_empty(drawable.get_image()):
+        return 0, 0, drawable.get_width(), drawable.get_height()
     inside, x, y, w, h = drawable.mask_intersect()
     if not inside or w <= 0 or h <= 0:
         return None
-    left = max(0, (x - CONTEXT) // GRID * GRID)
-    top = max(0, (y - CONTEXT) // GRID * GRID)
-    right = min(width, x + w + CONTEXT)
-    bottom = min(height, y + h + CONTEXT)
-    return left, top, right - left, bottom - top
+    return _grid_region(drawable, x, y, w, h)
 
 
 def _read(drawable, rect):
@@ -103,25 +118,34 @@ def _jpeg_settings(image):
     return list(bytes(parasite.get_data())) if parasite is not None else None
 
 
-def _pixel_request(op, drawable, rect, config, image):
-    data, fmt, channels = _read(drawable, rect)
-    header = {
-        "op": op, "width": rect[2], "height": rect[3], "channels": channels,
-        "model": config.get_property("model"), "device": config.get_property("device"),
-        "tile": config.get_property("tile-size"), "self_ensemble": config.get_property("self-ensemble"),
-    }
-    if _covers_image(drawable, image):
-        # Only the layer the JPEG loader made (image-sized, at the origin) carries the file's
-        # compression; a pasted or scaled layer does not.
-        header.update(jpeg_path=_jpeg_path(image), jpeg_settings=_jpeg_settings(image),
-                      image_size=[image.get_width(), image.get_height()])
-    return header, data, fmt
-
-
 def _covers_image(drawable, image):
     _, x, y = drawable.get_offsets()
     size = (drawable.get_width(), drawable.get_height())
     return (x, y) == (0, 0) and size == (image.get_width(), image.get_height())
+
+
+def _network_options(config):
+    tile = config.get_property("tile-size")
+    return {
+        "model": config.get_property("model"), "device": config.get_property("device"),
+        "tile": 0 if tile == "auto" else int(tile), "self_ensemble": config.get_property("self-ensemble"),
+    }
+
+
+def _file_hints(drawable, image):
+    # Only the layer the JPEG loader made (image-sized, at the origin) carries the file's
+    # compression; a pasted or scaled layer does not.
+    if not _covers_image(drawable, image):
+        return {}
+    return {"jpeg_path": _jpeg_path(image), "jpeg_settings": _jpeg_settings(image),
+            "image_size": [image.get_width(), image.get_height()]}
+
+
+def _pixel_request(op, drawable, rect, config, image):
+    data, fmt, channels = _read(drawable, rect)
+    header = {"op": op, "width": rect[2], "height": rect[3], "channels": channels, **_network_options(config)}
+    header.update(_file_hints(drawable, image))
+    return header, data, fmt
 
 
 def _describe(estimate):
@@ -133,6 +157,254 @@ def _describe(estimate):
     return f"Estimated JPEG quality: {estimate['value']} ({text})"
 
 
+class BackgroundWorker:
+    """The worker process driven from a thread, so GIMP's dialog never waits on it.
+
+    Requests run one at a time in the order given, except previews: a newer preview
+    replaces one still waiting, so after a slider is dragged only the last position is
+    restored.  Results come back on GIMP's main loop (``GLib.idle_add``), the only place
+    GIMP and GTK may be called from.
+    """
+
+    def __init__(self, command):
+        self._command = command
+        self._jobs = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        self.client = None
+        self.error = None
+        self._thread = threading.Thread(target=self._serve, name="fbcnn-worker", daemon=True)
+        self._thread.start()
+
+    def submit(self, kind, header, payload, on_result, on_error):
+        with self._wake:
+            if kind == "preview":
+                self._jobs = [job for job in self._jobs if job[0] != "preview"]
+            self._jobs.append((kind, header, payload, on_result, on_error))
+            self._wake.notify()
+
+    def _serve(self):
+        try:
+            self.client = WorkerClient(self._command)
+        except WorkerGone as error:
+            self.error = error
+        while True:
+            with self._wake:
+                while not self._jobs and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                _, header, payload, on_result, on_error = self._jobs.pop(0)
+            if self.error is not None:
+                GLib.idle_add(on_error, self.error)
+                continue
+            try:
+                reply, data = self.client.request(header, payload)
+            except (WorkerGone, WorkerError) as error:
+                if isinstance(error, WorkerGone):
+                    self.error = error
+                GLib.idle_add(on_error, error)
+            else:
+                GLib.idle_add(on_result, reply, data)
+
+    def finish(self):
+        """Drops the requests not yet started, waits for the running one; the client is the caller's now."""
+        with self._wake:
+            self._jobs.clear()
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+        if self.error is not None:
+            if self.client is not None:
+                self.client.close()
+            raise self.error
+        return self.client
+
+
+class FilterDialog:
+    """The dialog: controls bound to the estimate, and a preview the worker restores.
+
+    The QF field always shows the QF a run would use: with Automatic ticked, the estimate
+    (filled in as it arrives); the preview follows the field.
+    """
+
+    def __init__(self, procedure, config, image, drawable, worker):
+        self.config, self.image, self.drawable, self.worker = config, image, drawable, worker
+        self.estimate = None
+        self.estimate_final = False
+        self.closed = False
+        self.preview_serial = 0
+        self._preview_timer = 0
+        self._pulse_timer = 0
+        self.preview_shown = None  # what the preview shows: view, region, qf, split; read by the test hook
+        self.listeners = []
+
+        GimpUi.init(PROCEDURE)
+        self._fit_model_to_image(procedure)
+        self.dialog = GimpUi.ProcedureDialog.new(procedure, config, "JPEG Artifacts Removal (FBCNN)")
+        self.preview = GimpUi.DrawablePreview.new_from_drawable(drawable)
+        self.preview.connect("invalidated", lambda preview: self.schedule_preview())
+        self.split = Gtk.CheckButton.new_with_mnemonic("S_plit view (left half unchanged)")
+        self.split.connect("toggled", lambda button: self.schedule_preview())
+        self.status = Gtk.Label(label="Reading the JPEG quality from the file…", xalign=0.0)
+        self.status.set_line_wrap(True)
+        self.status.set_max_width_chars(48)
+        self.progress = Gtk.ProgressBar()
+        box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+        box.set_border_width(12)
+        for widget, expand in ((self.preview, True), (self.split, False), (self.status, False), (self.progress, False)):
+            box.pack_start(widget, expand, expand, 0)
+        box.show_all()
+        self.dialog.get_content_area().pack_start(box, True, True, 0)
+
+        self.dialog.get_widget("qf", GimpUi.SpinScale.__gtype__)
+        # Combo boxes, whatever the number of choices: GIMP 3.2 would make short lists radio
+        # buttons, whose labels carry no mnemonic.
+        for name in ("model", "device", "tile-size"):
+            self.dialog.get_widget(name, GimpUi.StringComboBox.__gtype__)
+        self.dialog.set_sensitive("qf", True, config, "automatic-qf", True)
+        self.dialog.get_label("advanced-title", "Ad_vanced", False, True)
+        self.dialog.fill_box("advanced-box", ["self-ensemble", "device", "tile-size"])
+        self.dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")
+        self.dialog.fill(["automatic-qf", "qf", "model", "advanced"])
+        for name in ("qf", "model", "self-ensemble", "automatic-qf", "device", "tile-size"):
+            config.connect(f"notify::{name}", self._on_setting_changed)
+        self._pulse_timer = GLib.timeout_add(120, self._pulse)
+
+    def _fit_model_to_image(self, procedure):
+        """Gray models cannot restore colour: they are not offered for an RGB drawable."""
+        if self.drawable.is_gray():
+            return
+        gray = set(_settings().get("gray_models", []))
+        spec = procedure.find_argument("model")
+        choice = Gimp.param_spec_choice_get_choice(spec) if spec is not None else None
+        if choice is not None and hasattr(choice, "set_sensitive"):
+            for name in gray:
+                choice.set_sensitive(name, False)
+        if self.config.get_property("model") in gray:
+            self.config.set_property("model", "auto")
+
+    # -- the estimate ------------------------------------------------------------
+    def start_estimate(self):
+        """The header's QF first (no pixels, no network), then the core's choice on the pixels."""
+        hints = _file_hints(self.drawable, self.image)
+        self.worker.submit("header", {"op": "header", **hints}, b"", self._on_header, self._on_error)
+        GLib.idle_add(self._send_pixels_for_estimate)
+        Gimp.progress_init("Estimating the JPEG quality")
+
+    def _send_pixels_for_estimate(self):
+        if self.closed:
+            return False
+        rect = _region(self.drawable) or (0, 0, self.drawable.get_width(), self.drawable.get_height())
+        header, data, _ = _pixel_request("estimate", self.drawable, rect, self.config, self.image)
+        self.worker.submit("estimate", header, data, self._on_estimate, self._on_error)
+        return False
+
+    def _on_header(self, reply, data):
+        if self.closed or self.estimate_final:
+            return False
+        if reply.get("qf"):
+            self._use_estimate(reply["qf"])
+            self.status.set_text(_describe(reply["qf"]) + "\nChecking the pixels…")
+        else:
+            self.status.set_text("No JPEG quality recorded for this image; estimating it from the pixels…")
+        return False
+
+    def _on_estimate(self, reply, data):
+        if self.closed:
+            return False
+        self.estimate_final = True
+        self._stop_pulse()
+        self._use_estimate(reply["qf"])
+        self.status.set_text(_describe(reply["qf"]))
+        _report({"estimate": reply["qf"]})
+        Gimp.progress_end()
+        self._notify("estimate")
+        return False
+
+    def _use_estimate(self, estimate):
+        changed = self.estimate is None or self.estimate["value"] != estimate["value"]
+        self.estimate = estimate
+        if self.config.get_property("automatic-qf") and self.config.get_property("qf") != estimate["value"]:
+            self.config.set_property("qf", int(estimate["value"]))  # notifies, which schedules the preview
+        elif changed:
+            self.schedule_preview()
+
+    def _pulse(self):
+        if self.closed or self.estimate_final:
+            self._pulse_timer = 0
+            return False
+        self.progress.pulse()
+        Gimp.progress_pulse()
+        return True
+
+    def _stop_pulse(self):
+        self.progress.set_fraction(1.0)
+        self.progress.hide()
+
+    def _on_error(self, error):
+        if not self.closed:
+            self._stop_pulse()
+            self.status.set_text(f"JPEG artifact removal failed: {error}")
+        return False
+
+    # -- the preview -------------------------------------------------------------
+    def _on_setting_changed(self, config, spec):
+        if spec.name == "automatic-qf" and config.get_property("automatic-qf") and self.estimate is not None:
+            config.set_property("qf", int(self.estimate["value"]))  # ticking Automatic shows what it will use
+            return
+        self.schedule_preview()
+
+    def schedule_preview(self):
+        if self._preview_timer:
+            GLib.source_remove(self._preview_timer)
+        self._preview_timer = GLib.timeout_add(PREVIEW_DELAY, self._request_preview)
+
+    def _request_preview(self):
+        self._preview_timer = 0
+        if self.closed or not self.preview.get_update():
+            return False
+        if self.config.get_property("automatic-qf") and self.estimate is None:
+            return False  # drawn when the estimate arrives
+        x, y = self.preview.get_position()
+        width, height = self.preview.get_size()
+        rect = _grid_region(self.drawable, x, y, width, height)
+        data, _, channels = _read(self.drawable, rect)
+        qf = int(self.config.get_property("qf"))
+        split = self.split.get_active()
+        header = {"op": "preview", "width": rect[2], "height": rect[3], "channels": channels, "qf": qf,
+                  "view": [x - rect[0], y - rect[1], width, height], "split": split,
+                  **_network_options(self.config)}
+        self.preview_serial += 1
+        serial = self.preview_serial
+        shown = {"view": [x, y, width, height], "region": list(rect), "qf": qf, "split": split, "serial": serial}
+
+        def on_result(reply, pixels):
+            if not self.closed and serial == self.preview_serial:  # an older view is never drawn
+                self.preview.draw_buffer(pixels, width * channels)
+                self.preview_shown = shown
+                self._notify("preview")
+            return False
+
+        self.worker.submit("preview", header, data, on_result, self._on_error)
+        return False
+
+    def _notify(self, event):
+        for listener in list(self.listeners):
+            listener(self, event)
+
+    def run(self):
+        self.dialog.show()
+        self.start_estimate()
+        accepted = self.dialog.run()
+        self.closed = True
+        for timer in (self._preview_timer, self._pulse_timer):
+            if timer:
+                GLib.source_remove(timer)
+        self.dialog.destroy()
+        return accepted
+
+
 class FbcnnJpegArtifacts(Gimp.PlugIn):
     def do_query_procedures(self):
         return [PROCEDURE]
@@ -141,25 +413,26 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
         return False
 
     def do_create_procedure(self, name):
+        settings = _settings()
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(
             Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES
         )
-        procedure.set_menu_label("JPEG Artifacts Removal (FBCNN)...")
+        procedure.set_menu_label("_JPEG Artifacts Removal (FBCNN)...")
         procedure.add_menu_path("<Image>/Filters/Enhance")
         procedure.set_documentation(
             "Remove JPEG compression artifacts with FBCNN",
             "Removes blocking and ringing left by JPEG compression with the FBCNN network "
-            "(Jiang et al., ICCV 2021). The network estimates the JPEG quality factor; a lower "
-            "quality factor removes more artifacts, a higher one keeps more detail. Works on the "
-            "selection when there is one, and on every selected layer.",
+            "(Jiang et al., ICCV 2021). The JPEG quality factor is read from the file or estimated; "
+            "a lower quality factor removes more artifacts, a higher one keeps more detail. Works on "
+            "the selection when there is one, and on every selected layer.",
             name,
         )
         procedure.set_attribution("fbcnn-plugins", "fbcnn-plugins contributors", "2026")
 
         procedure.add_boolean_argument(
-            "automatic-qf", "_Automatic quality", "Use the estimated JPEG quality factor", True,
+            "automatic-qf", "_Automatic quality", "Use the JPEG quality read from the file or estimated", True,
             GObject.ParamFlags.READWRITE,
         )
         procedure.add_int_argument(
@@ -168,18 +441,22 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
         )
         models = Gimp.Choice.new()
         models.add("auto", 0, "Bundled (color or gray by image type)", "")
-        for index, model in enumerate(_registered_models(), start=1):
+        for index, model in enumerate(settings.get("models", []), start=1):
             models.add(model, index, model, "")
         procedure.add_choice_argument("model", "_Model", "Restoration model", models, "auto",
                                       GObject.ParamFlags.READWRITE)
         devices = Gimp.Choice.new()
-        for index, (nick, label) in enumerate(DEVICES):
-            devices.add(nick, index, label, "")
+        devices.add("auto", 0, "Automatic (GPU when available)", "")
+        for index, nick in enumerate(settings.get("devices", ["cpu"]), start=1):
+            devices.add(nick, index, DEVICE_LABELS.get(nick, nick), "")
         procedure.add_choice_argument("device", "_Device", "Where the network runs", devices, "auto",
                                       GObject.ParamFlags.READWRITE)
-        procedure.add_int_argument(
-            "tile-size", "_Tile size", "Tile edge in pixels, a multiple of 8 (0: automatic); smaller uses less memory",
-            0, 8192, 0, GObject.ParamFlags.READWRITE,
+        tiles = Gimp.Choice.new()
+        for index, (nick, label) in enumerate(TILE_SIZES):
+            tiles.add(nick, index, label, "")
+        procedure.add_choice_argument(
+            "tile-size", "_Tile size", "Edge of the tiles the image is restored in; smaller uses less memory",
+            tiles, "auto", GObject.ParamFlags.READWRITE,
         )
         procedure.add_boolean_argument(
             "self-ensemble", "_Best quality (8x slower)",
@@ -191,18 +468,25 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         if not drawables:
             return _failure(procedure, "Select at least one layer or channel to restore.")
-        tile = config.get_property("tile-size")
-        if tile % GRID or (tile and tile < 64):
-            return _failure(procedure, f"Tile size {tile} must be 0 (automatic) or a multiple of 8 of at least 64.")
-        Gimp.progress_init("Starting the FBCNN worker")
         try:
-            with WorkerClient(worker_command(SETTINGS)) as worker:
-                if run_mode == Gimp.RunMode.INTERACTIVE:
-                    estimate = self.estimate(worker, image, drawables[0], config)
-                    _report({"estimate": estimate})
-                    if not self.dialog(procedure, config, estimate):
-                        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-                self.restore(worker, image, drawables, config)
+            command = worker_command(SETTINGS)
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                background = BackgroundWorker(command)
+                dialog = FilterDialog(procedure, config, image, drawables[0], background)
+                _install_test_hooks(dialog)
+                accepted = dialog.run()
+                Gimp.progress_init("Starting the FBCNN worker")
+                client = background.finish()
+                if not accepted:
+                    client.close()
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+                estimate = dialog.estimate if dialog.estimate_final else None
+                with client:
+                    self.restore(client, image, drawables, config, estimate)
+            else:
+                Gimp.progress_init("Starting the FBCNN worker")
+                with WorkerClient(command) as client:
+                    self.restore(client, image, drawables, config, None)
         except (WorkerGone, WorkerError) as error:
             return _failure(procedure, f"JPEG artifact removal failed: {error}")
         except Exception as error:  # a GEGL/GLib failure or a bug: a message in GIMP, never a crashed plug-in
@@ -211,35 +495,9 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
             Gimp.displays_flush()
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
-    def estimate(self, worker, image, drawable, config):
-        """The QF "Automatic" will use for the first drawable: estimated on the very pixels it restores."""
-        Gimp.progress_set_text("Estimating the JPEG quality")
-        rect = _region(drawable) or (0, 0, drawable.get_width(), drawable.get_height())
-        header, data, _ = _pixel_request("estimate", drawable, rect, config, image)
-        return worker.request(header, data)[0]["qf"]
-
-    def dialog(self, procedure, config, estimate):
-        GimpUi.init(PROCEDURE)
-        if config.get_property("automatic-qf"):
-            config.set_property("qf", int(estimate["value"]))
-        dialog = GimpUi.ProcedureDialog.new(procedure, config, "JPEG Artifacts Removal (FBCNN)")
-        dialog.get_label("estimate-label", _describe(estimate), False, False)
-        dialog.set_sensitive("qf", True, config, "automatic-qf", True)
-        dialog.get_label("advanced-title", "Advanced", False, False)
-        dialog.fill_box("advanced-box", ["self-ensemble", "device", "tile-size"])
-        dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")
-        dialog.fill(["estimate-label", "automatic-qf", "qf", "model", "advanced"])
-        if os.environ.get("FBCNN_GIMP_TEST_PRESS_OK"):  # lets the test suite drive the real dialog
-            GLib.timeout_add(int(os.environ["FBCNN_GIMP_TEST_PRESS_OK"]), _press_ok, dialog)
-        accepted = dialog.run()
-        dialog.destroy()
-        if accepted and config.get_property("automatic-qf"):
-            config.set_property("qf", int(estimate["value"]))
-        return accepted
-
-    def restore(self, worker, image, drawables, config):
+    def restore(self, worker, image, drawables, config, estimate):
+        """Restores every drawable; ``estimate`` is the dialog's (the first drawable's) when it finished."""
         automatic = config.get_property("automatic-qf")
-        qf = "auto" if automatic else config.get_property("qf")
         image.undo_group_start()
         try:
             for index, drawable in enumerate(drawables):
@@ -248,7 +506,9 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
                     continue
                 Gimp.progress_set_text(f"Removing JPEG artifacts ({drawable.get_name()})")
                 header, data, fmt = _pixel_request("restore", drawable, rect, config, image)
-                header["qf"] = qf
+                # The dialog's estimate is for the first drawable: others get their own.
+                known = automatic and index == 0 and estimate is not None
+                header["qf"] = estimate["value"] if known else ("auto" if automatic else config.get_property("qf"))
                 share = 1.0 / len(drawables)
 
                 def progress(fraction, index=index, share=share):
@@ -256,17 +516,76 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
 
                 reply, restored = worker.request(header, data, progress)
                 _write(drawable, rect, fmt, restored)
-                _report({"drawable": drawable.get_name(), "rect": list(rect), "qf": reply["qf"]})
+                _report({"drawable": drawable.get_name(), "rect": list(rect),
+                         "qf": estimate if known else reply["qf"]})
         finally:
             image.undo_group_end()
         Gimp.progress_update(1.0)
 
 
-def _press_ok(dialog):
-    from gi.repository import Gtk
+def _install_test_hooks(dialog):
+    """Lets the test suite drive the real dialog under Xvfb (environment variables; no effect otherwise).
 
-    dialog.response(Gtk.ResponseType.OK)
-    return False
+    FBCNN_GIMP_TEST_STEPS is a JSON list of settings to make, as a user would, one at a time:
+    each waits until the estimate is final and the preview shows the previous settings
+    ("split" is the split-view box, other keys are the procedure's properties).  After every
+    step's preview the screen is saved to FBCNN_GIMP_TEST_SCREENSHOT with the step's number
+    in the name, with a report of where the preview is and what the dialog shows; after the
+    last, OK is pressed.
+    """
+    steps = os.environ.get("FBCNN_GIMP_TEST_STEPS")
+    if not steps:
+        return
+    state = {"steps": json.loads(steps), "index": -1, "after": None, "busy": False}
+    screenshot = os.environ.get("FBCNN_GIMP_TEST_SCREENSHOT")
+
+    def listener(dialog, event):
+        shown = dialog.preview_shown
+        if state["busy"] or not dialog.estimate_final or shown is None:
+            return
+        if state["after"] is not None and shown["serial"] <= state["after"]:
+            return  # still the preview of the settings before this step
+        state["busy"] = True
+        GLib.timeout_add(500, advance, dialog)
+
+    def advance(dialog):
+        if state["index"] >= 0 and screenshot:
+            root, extension = os.path.splitext(screenshot)
+            _report({"screen": _screenshot(dialog, f"{root}-{state['index']}{extension}"), "step": state["index"]})
+        state["index"] += 1
+        if state["index"] == len(state["steps"]):
+            dialog.dialog.response(Gtk.ResponseType.OK)
+            return False
+        state["after"] = dialog.preview_serial
+        for name, value in state["steps"][state["index"]].items():
+            if name == "split":
+                dialog.split.set_active(value)
+            else:
+                dialog.config.set_property(name, value)
+        dialog.schedule_preview()
+        state["busy"] = False
+        return False
+
+    dialog.listeners.append(listener)
+
+
+def _screenshot(dialog, path):
+    """The whole screen, as the X server holds it, and where the preview's pixels and the estimate are."""
+    from gi.repository import Gdk
+
+    while Gtk.events_pending():
+        Gtk.main_iteration()
+    root = Gdk.get_default_root_window()
+    shot = Gdk.pixbuf_get_from_window(root, 0, 0, root.get_width(), root.get_height())
+    shot.savev(path, "png", [], [])
+    area = dialog.preview.get_area()
+    toplevel = area.get_toplevel()
+    _, origin_x, origin_y = toplevel.get_window().get_origin()
+    inside_x, inside_y = area.translate_coordinates(toplevel, 0, 0)
+    allocation = area.get_allocation()
+    return {"path": path, "area": [origin_x + inside_x, origin_y + inside_y, allocation.width, allocation.height],
+            "shown": dialog.preview_shown, "status": dialog.status.get_text(),
+            "qf_field": dialog.config.get_property("qf"), "automatic": dialog.config.get_property("automatic-qf")}
 
 
 def _report(entry):

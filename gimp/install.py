@@ -62,14 +62,35 @@ class Installed:
 
 
 def worker_settings(python: str) -> dict:
+    """What the plug-in needs to know before its worker is up: the interpreter, and what to offer.
+
+    GIMP registers a procedure's choices once, so the models and the devices are listed here,
+    as this environment has them: the dialog never offers a GPU the machine lacks.
+    """
     from fbcnn_plugins import __version__
     from fbcnn_plugins.core.catalog import registered_models
 
+    models = [entry for entry in registered_models() if entry.available]
     return {
         "python": python,
         "version": __version__,
-        "models": [entry.name for entry in registered_models() if entry.available],
+        "models": [entry.name for entry in models],
+        "gray_models": [entry.name for entry in models if entry.in_channels == 1],
+        "devices": present_devices(),
     }
+
+
+def present_devices() -> list[str]:
+    """The devices torch can run on in this environment, CPU first."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    backend = getattr(torch.backends, "mps", None)
+    if backend is not None and backend.is_available():
+        devices.append("mps")
+    return devices
 
 
 def install_into(profile: Path, python: str = sys.executable) -> Installed:

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from typing import IO, Any, Callable
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_HEADER_BYTES = 1 << 20
 
 
@@ -125,6 +125,9 @@ class WorkerClient:
         self._stderr.seek(0)
         lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
         tail = "\n".join(lines[-8:]) or "(no output)"
+        if any("No module named 'fbcnn_plugins" in line for line in lines):
+            return (f"fbcnn-plugins is not installed in the Python the plug-in was set up with ({self.command[0]}); "
+                    "run 'fbcnn install-gimp' again from the environment that has fbcnn-plugins")
         return f"the FBCNN worker stopped unexpectedly (exit code {code}, {error}); its last output:\n{tail}"
 
     def close(self) -> None:

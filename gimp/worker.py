@@ -54,6 +54,11 @@ def file_hints(header: dict[str, Any]) -> dict[str, Any]:
     return {"header": header_from_jpeg_settings(header.get("jpeg_settings"))}
 
 
+def eight_bit(pixels: np.ndarray) -> np.ndarray:
+    """Float pixels in 0..1 as the 8-bit values GIMP's preview area draws (rounded, clipped)."""
+    return np.clip(np.rint(np.asarray(pixels, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
 class Worker:
     def __init__(self) -> None:
         self._restorers: dict[tuple, Any] = {}
@@ -79,14 +84,21 @@ class Worker:
         return restorer
 
     def hello(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
-        import torch
-
+        # No torch here: the dialog waits for this answer before it can show the header's QF.
         from fbcnn_plugins import __version__
-        from fbcnn_plugins.core.catalog import registered_models
 
-        models = [entry.name for entry in registered_models() if entry.available]
-        return {"protocol": PROTOCOL_VERSION, "version": __version__, "models": models,
-                "cuda": torch.cuda.is_available()}, b""
+        return {"protocol": PROTOCOL_VERSION, "version": __version__}, b""
+
+    def header(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
+        """The QF GIMP's "jpeg-settings" parasite records, at once (no pixels, no network).
+
+        What the dialog shows while the pixels are checked; the estimate that follows may
+        overrule it (for instance when the image was scaled since it was opened).
+        """
+        from fbcnn_plugins.gimp.jpeg_settings import header_from_jpeg_settings
+
+        found = header_from_jpeg_settings(header.get("jpeg_settings"))
+        return {"qf": found.to_dict() if found is not None else None}, b""
 
     def estimate(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
         from fbcnn_plugins.core.qf_choice import choose_qf
@@ -116,11 +128,36 @@ class Worker:
         used = chosen or result.qf
         return {"qf": used.to_dict()}, np.ascontiguousarray(result.image, dtype="<f4").tobytes()
 
+    def preview(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
+        """The dialog's preview: restore a region at a given QF, crop it to the view, as 8-bit.
+
+        The region carries some context around the view (so blocks at the view's edge are
+        restored as in the full run); the reply is what the preview area draws, rows of
+        8-bit pixels with the request's channels.  With ``split``, the view's left half keeps
+        the input, like the split view of GIMP's own filters.
+        """
+        image = pixels_from(header, payload)
+        qf = header.get("qf")
+        if isinstance(qf, bool) or not isinstance(qf, int) or not 1 <= qf <= 100:
+            raise ValueError(f"a preview needs a qf in 1..100, got {qf!r}")
+        try:
+            left, top, width, height = (int(v) for v in header["view"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("a preview needs view = [x, y, width, height] inside the region") from None
+        if left < 0 or top < 0 or width < 1 or height < 1 or left + width > image.shape[1] or top + height > image.shape[0]:
+            raise ValueError(f"view {[left, top, width, height]} lies outside the {image.shape[1]}x{image.shape[0]} region")
+        restored = self.restorer(header).restore(image, qf).image[top : top + height, left : left + width]
+        if header.get("split"):
+            restored = restored.copy()
+            restored[:, : width // 2] = image[top : top + height, left : left + width // 2]
+        return {"view": [left, top, width, height]}, eight_bit(restored).tobytes()
+
     def serve(self, requests: IO[bytes], replies: IO[bytes]) -> None:
         def send(header: dict[str, Any], payload: bytes = b"") -> None:
             write_message(replies, header, payload)
 
-        handlers = {"hello": self.hello, "estimate": self.estimate, "restore": self.restore}
+        handlers = {"hello": self.hello, "header": self.header, "estimate": self.estimate,
+                    "restore": self.restore, "preview": self.preview}
         while True:
             try:
                 header, payload = read_message(requests)

@@ -37,6 +37,16 @@ def dump_selection(image, path):
     np.save(path, np.frombuffer(bytes(data), dtype=np.float32).reshape(h, w))
 
 
+def registration(procedure):
+    """What GIMP shows for the procedure: the menu label and the choices of each choice argument."""
+    found = {"menu-label": procedure.get_menu_label()}
+    for spec in procedure.get_arguments():
+        choice = Gimp.param_spec_choice_get_choice(spec) if isinstance(spec, Gimp.ParamChoice) else None
+        if choice is not None:
+            found[spec.name] = list(choice.list_nicks())
+    return found
+
+
 def restore_job(job, folder, result):
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["input"]))
     if job.get("precision") == "u16":
@@ -71,6 +81,7 @@ def restore_job(job, folder, result):
         dump(drawable, os.path.join(folder, f"before{index}.npy"))
     procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
     result["procedure_found"] = procedure is not None
+    result["registration"] = registration(procedure)
     config = procedure.create_config()
     interactive = job.get("interactive", False)
     config.set_property("run-mode", Gimp.RunMode.INTERACTIVE if interactive else Gimp.RunMode.NONINTERACTIVE)

@@ -1,8 +1,9 @@
-"""The plug-in inside a real GIMP 3 (Debian trixie chroot, headless), against the core's own output.
+"""The plug-in inside a real GIMP 3.0 and 3.2 (Debian trixie and sid chroots), against the core's own output.
 
-The chroot is built on first use (about a minute) and reused; see
-tests/gimp3_chroot.py.  Machines that cannot build it (not root, no Debian
-mirror) skip these tests, unless FBCNN_REQUIRE_GIMP=1 (CI) makes that a failure.
+The chroots are built on first use (a few minutes each) and reused; see
+tests/gimp3_chroot.py.  Every test runs on both releases.  Machines that
+cannot build them (not root, no Debian mirror) skip these tests, unless
+FBCNN_REQUIRE_GIMP=1 (CI) makes that a failure.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 
 import gimp3_chroot
 from fbcnn_plugins.core.restorer import Restorer
+from fbcnn_plugins.gimp.install import present_devices
 
 from conftest import natural_image
 
@@ -31,9 +33,10 @@ EIGHT_BIT = 1.0 / 255.0 + 1e-6
 class Gimp3:
     """Runs jobs of tests/gimp_batch.py in the chroot's GIMP and returns their results."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.work = root / "root" / "fbcnn-tests"
+    def __init__(self, release: gimp3_chroot.Release) -> None:
+        self.release = release
+        self.root = release.root
+        self.work = self.root / "root" / "fbcnn-tests"
 
     def folder(self) -> Path:
         folder = self.work / uuid.uuid4().hex[:8]
@@ -47,7 +50,8 @@ class Gimp3:
         (folder / "job.json").write_text(json.dumps(job))
         variables = {"FBCNN_GIMP_JOB": self.inside(folder / "job.json"),
                      "FBCNN_GIMP_REPORT": self.inside(folder / "report.jsonl"), **(env or {})}
-        command = gimp3_chroot.gimp_command(self.root, str(HERE / "gimp_batch.py"), display=display, env=variables)
+        command = gimp3_chroot.gimp_command(self.release, str(HERE / "gimp_batch.py"), display=display,
+                                            env=variables)
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         result_file = folder / "result.json"
         assert result_file.exists(), f"GIMP wrote no result (exit {done.returncode}):\n{done.stderr[-3000:]}"
@@ -58,23 +62,25 @@ class Gimp3:
         return result
 
 
-@pytest.fixture(scope="module")
-def gimp3(bundled_color_model, tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(gimp3_chroot.RELEASES), ids=lambda v: f"gimp{v}")
+def gimp3(request, bundled_color_model):
+    release = gimp3_chroot.RELEASES[request.param]
     try:
-        root = gimp3_chroot.build()
+        root = gimp3_chroot.build(release)
+        gimp3_chroot.warm_up(release)
     except (gimp3_chroot.ChrootUnavailable, subprocess.CalledProcessError) as error:
         if os.environ.get("FBCNN_REQUIRE_GIMP") == "1":
-            pytest.fail(f"the GIMP 3 chroot could not be built: {error}")
-        pytest.skip(f"no GIMP 3 here: {error}")
+            pytest.fail(f"the GIMP {release.version} chroot could not be built: {error}")
+        pytest.skip(f"no GIMP {release.version} here: {error}")
     system = gimp3_chroot.mounted_system(root).__enter__()
     points = gimp3_chroot.bind_readonly(root, gimp3_chroot.environment_paths())
     try:
-        profile = root / "root" / ".config" / "GIMP" / "3.0"
+        profile = root / release.profile
         install = subprocess.run([sys.executable, "-m", "fbcnn_plugins.cli.main", "install-gimp",
                                   "--gimp-dir", str(profile)], capture_output=True, text=True)
         assert install.returncode == 0, install.stderr
         shutil.rmtree(root / "root" / "fbcnn-tests", ignore_errors=True)
-        yield Gimp3(root)
+        yield Gimp3(release)
     finally:
         for point in reversed(points):
             subprocess.run(["umount", "-l", str(point)], check=False)
@@ -202,28 +208,96 @@ def test_sixteen_bit_image(gimp3):
     assert len(np.unique(np.rint(after * 65535) % 257)) > 1  # values between the 8-bit levels exist
 
 
-def test_dialog_shows_the_estimate_and_runs_on_ok(gimp3):
+def eight_bit(pixels: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+
+
+def preview_on_screen(screen: dict, expected: np.ndarray) -> np.ndarray:
+    """The preview's pixels in the screenshot: the area's window, where the expected view fits.
+
+    GIMP's preview area centres its buffer in the space it is given, so the view is looked
+    for at every offset that fits; the closest one is returned for the comparison.
+    """
+    shot = np.asarray(Image.open(screen["path"]).convert("RGB"))
+    left, top, width, height = screen["area"]
+    area = shot[top : top + height, left : left + width].astype(np.int16)
+    h, w = expected.shape[:2]
+    best = None
+    for dy in range(0, max(1, height - h + 1)):
+        for dx in range(0, max(1, width - w + 1)):
+            candidate = area[dy : dy + h, dx : dx + w]
+            if candidate.shape[:2] != (h, w):
+                continue
+            error = np.abs(candidate - expected).max()
+            if best is None or error < best[0]:
+                best = (error, candidate)
+    assert best is not None, f"the preview area {screen['area']} is smaller than the {w}x{h} view"
+    return best[1]
+
+
+def test_dialog_preview_and_estimate_on_screen(gimp3):
+    """The real dialog under Xvfb: the estimate, the QF field, the preview's pixels against the core."""
     folder = gimp3.folder()
-    source = jpeg_file(folder, 30, seed=4)
-    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source), "interactive": True,
-                                "arguments": {"automatic-qf": True}},
-                       display=True, env={"FBCNN_GIMP_TEST_PRESS_OK": "1500"})
+    source = jpeg_file(folder, 30, seed=4, size=(256, 320))
+    steps = [{"automatic-qf": False, "qf": 70},  # a remembered manual QF...
+             {"automatic-qf": True},  # ...then Automatic ticked: the field must show the estimate
+             {"automatic-qf": False, "qf": 15},  # the preview follows the QF
+             {"split": True},  # split view: the left half unchanged
+             {"split": False, "automatic-qf": True}]
+    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source), "interactive": True},
+                       display=True, env={"FBCNN_GIMP_TEST_STEPS": json.dumps(steps),
+                                          "FBCNN_GIMP_TEST_SCREENSHOT": gimp3.inside(folder / "screen.png")})
     assert result["success"], result
     estimate = next(entry["estimate"] for entry in result["report"] if "estimate" in entry)
     assert estimate["source"] == "header" and estimate["value"] == 30
+    screens = {entry["step"]: entry["screen"] for entry in result["report"] if "screen" in entry}
+    assert sorted(screens) == list(range(len(steps)))
+    for screen in screens.values():
+        screen["path"] = str(gimp3.root / screen["path"].lstrip("/"))
+    before = np.load(folder / "before.npy")
+
+    def expected(shown: dict) -> np.ndarray:
+        rx, ry, rw, rh = shown["region"]
+        x, y, w, h = shown["view"]
+        restored = core_output(before[ry : ry + rh, rx : rx + rw], shown["qf"])
+        view = restored[y - ry : y - ry + h, x - rx : x - rx + w]
+        if shown["split"]:
+            view = view.copy()
+            view[:, : w // 2] = before[y : y + h, x : x + w // 2]
+        return eight_bit(view)
+
+    assert screens[0]["qf_field"] == 70 and screens[0]["shown"]["qf"] == 70
+    assert screens[1]["automatic"] and screens[1]["qf_field"] == 30 and screens[1]["shown"]["qf"] == 30
+    assert screens[1]["status"].startswith("Estimated JPEG quality: 30 (from the JPEG file")
+    assert screens[2]["shown"]["qf"] == 15 and screens[3]["shown"]["split"]
+    assert screens[4]["qf_field"] == 30
+    for index, screen in screens.items():
+        shown = screen["shown"]
+        assert shown["view"][2] >= 64 and shown["view"][3] >= 64, shown
+        wanted = expected(shown)
+        on_screen = preview_on_screen(screen, wanted)
+        assert np.abs(on_screen - wanted).max() <= 1, f"step {index}: the preview is not the core's output"
+        assert np.abs(on_screen - eight_bit(before[shown["view"][1] :][: shown["view"][3],
+                                                   shown["view"][0] :][:, : shown["view"][2]])).max() > 3
+    # OK with Automatic ticked: the whole image restored at the estimate.
     assert result["report"][-1]["qf"]["value"] == 30
-    before, after = np.load(folder / "before.npy"), np.load(folder / "after.npy")
+    after = np.load(folder / "after.npy")
     assert np.abs(after - core_output(before, 30)).max() <= EIGHT_BIT
+    assert "no mnemonic" not in result["stderr"], result["stderr"][-2000:]
 
 
-def test_a_bad_tile_size_is_an_error_message_not_a_crash(gimp3):
+def test_tile_size_choice_reaches_the_core(gimp3):
     folder = gimp3.folder()
-    source = jpeg_file(folder, 30)
+    source = jpeg_file(folder, 30, seed=9, size=(288, 320))
     result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source),
-                                "arguments": {"automatic-qf": False, "qf": 30, "tile-size": 100}})
-    assert not result["success"] and "error" not in result
+                                "arguments": {"automatic-qf": False, "qf": 30, "tile-size": "256"}})
+    assert result["success"], result
     before, after = np.load(folder / "before.npy"), np.load(folder / "after.npy")
-    assert np.array_equal(before, after)
+    tiled = np.clip(Restorer(device="cpu", tile=256).restore(before, 30).image, 0, 1)
+    assert np.abs(after - tiled).max() <= EIGHT_BIT
+    assert result["registration"]["tile-size"] == ["auto", "256", "512", "1024"]
+    assert result["registration"]["device"] == ["auto", *present_devices()]
+    assert result["registration"]["menu-label"].startswith("_JPEG Artifacts Removal")
 
 
 @pytest.mark.parametrize("precision, tolerance", [("u8", EIGHT_BIT), ("u16-linear", 1e-3)])

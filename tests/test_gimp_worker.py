@@ -6,6 +6,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,9 +70,52 @@ def _request(worker, op, pixels, **fields):
     return worker.request(header, np.ascontiguousarray(pixels, "<f4").tobytes())
 
 
-def test_worker_hello_lists_the_bundled_models(worker):
-    assert "fbcnn-color-small" in worker.info["models"]
-    assert worker.info["protocol"] == 1
+def test_worker_hello_answers_without_loading_torch(worker):
+    from fbcnn_plugins import __version__
+    from fbcnn_plugins.gimp.protocol import PROTOCOL_VERSION
+
+    assert worker.info["protocol"] == PROTOCOL_VERSION and worker.info["version"] == __version__
+    # The dialog shows the header's QF as soon as the worker says hello: that path must not import torch.
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, io\n"
+         "from fbcnn_plugins.gimp.worker import Worker\n"
+         "w = Worker()\n"
+         "w.hello({}, b'', None)\n"
+         "print(w.header({'jpeg_settings': [3, 61, 3, 0, 2, 2, 1, 1, 1, 1]}, b'', None)[0]['qf']['value'])\n"
+         "print('torch' in sys.modules)\n"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ["61", "False"]
+
+
+def test_worker_header_reads_gimps_jpeg_settings(worker):
+    found = worker.request({"op": "header", "jpeg_settings": [3, 44, 3, 0, 2, 2, 1, 1, 1, 1]})[0]["qf"]
+    assert found["value"] == 44 and found["source"] == "header"
+    assert worker.request({"op": "header"})[0]["qf"] is None  # no parasite: nothing to say yet
+
+
+def test_worker_preview_is_the_cores_output_for_the_view(worker):
+    """The dialog's preview: a region restored at the QF, cropped to the view, as the 8-bit values drawn."""
+    decoded = pillow_jpeg(natural_image(), 20).astype(np.float32) / 255.0
+    view = [16, 8, 64, 48]  # x, y, w, h inside the 128x96 region
+    reply, data = _request(worker, "preview", decoded, qf=20, view=view)
+    shown = np.frombuffer(data, np.uint8).reshape(48, 64, 3)
+    restored = Restorer(device="cpu").restore(decoded, 20).image[8:56, 16:80]
+    assert np.array_equal(shown, np.clip(np.rint(restored * 255), 0, 255).astype(np.uint8))
+    assert reply["view"] == view
+    # Split view: the left half is the input, the right half the restoration.
+    split = np.frombuffer(_request(worker, "preview", decoded, qf=20, view=view, split=True)[1], np.uint8)
+    split = split.reshape(48, 64, 3)
+    assert np.array_equal(split[:, 32:], shown[:, 32:])
+    assert np.array_equal(split[:, :32], np.rint(decoded[8:56, 16:48] * 255).astype(np.uint8))
+    # Another QF gives another preview; alpha travels through.
+    with_alpha = np.concatenate([decoded, np.full(decoded.shape[:2] + (1,), 0.5, np.float32)], axis=2)
+    other = np.frombuffer(_request(worker, "preview", with_alpha, qf=60, view=view)[1], np.uint8).reshape(48, 64, 4)
+    assert np.abs(other[:, :, :3].astype(int) - shown).max() > 3 and np.all(other[:, :, 3] == 128)
+    with pytest.raises(WorkerError, match="outside the 128x96 region"):
+        _request(worker, "preview", decoded, qf=20, view=[100, 8, 64, 48])
+    with pytest.raises(WorkerError, match="needs a qf in 1..100"):
+        _request(worker, "preview", decoded, qf="auto", view=view)
 
 
 @pytest.mark.parametrize("channels", [3, 4, 1, 2])
@@ -124,16 +168,19 @@ def test_worker_estimate_prefers_the_jpeg_header(worker, tmp_path):
     # The same pixels with no file behind them: FBCNN-D reads the QF from their JPEG grid.
     alone = _request(worker, "estimate", pixels)[0]["qf"]
     assert alone["source"] == "dominant" and abs(alone["value"] - 33) <= 2 and not alone["double_compressed"]
-    # Pixels with no JPEG grid at all (never compressed): the network's prediction, a number in range.
-    clean = _request(worker, "estimate", natural_image().astype(np.float32) / 255.0)[0]["qf"]
-    assert clean["source"] == "predicted" and 1 <= clean["value"] <= 100
+    # Pixels with no JPEG grid at all (never compressed): whatever the core's rule decides for them.
+    from fbcnn_plugins.core.qf_choice import choose_qf
+
+    never_compressed = natural_image().astype(np.float32) / 255.0
+    clean = _request(worker, "estimate", never_compressed)[0]["qf"]
+    assert clean == choose_qf(Restorer(device="cpu"), never_compressed).to_dict()
     # The image was scaled since it was opened: the file's header no longer applies.
     scaled = _request(worker, "estimate", pixels[:64, :64], jpeg_path=str(path), image_size=[64, 64])[0]["qf"]
     assert scaled["source"] != "header"
-    # No file on disk any more: GIMP's jpeg-settings parasite (quality 61 here) speaks for it.
+    # No file on disk any more: GIMP's jpeg-settings parasite speaks for it.
     parasite = _request(worker, "estimate", pixels, jpeg_path=str(tmp_path / "gone.jpg"), image_size=size,
-                        jpeg_settings=[3, 61, 3, 0, 2, 2, 1, 1, 1, 1])[0]["qf"]
-    assert parasite["source"] == "header" and parasite["value"] == 61
+                        jpeg_settings=[3, 33, 3, 0, 2, 2, 1, 1, 1, 1])[0]["qf"]
+    assert parasite["source"] == "header" and parasite["value"] == 33
 
 
 def test_worker_reports_bad_requests_and_stays_up(worker):
@@ -155,7 +202,8 @@ def test_a_worker_that_dies_mid_request_is_reported_with_its_output(tmp_path):
         "from fbcnn_plugins.gimp.protocol import read_message, write_message\n"
         "out = sys.stdout.buffer\n"
         "read_message(sys.stdin.buffer)\n"
-        "write_message(out, {'kind': 'result', 'protocol': 1})\n"
+        "from fbcnn_plugins.gimp.protocol import PROTOCOL_VERSION\n"
+        "write_message(out, {'kind': 'result', 'protocol': PROTOCOL_VERSION})\n"
         "read_message(sys.stdin.buffer)\n"
         "print('out of memory while restoring', file=sys.stderr)\n"
         "sys.exit(9)\n"
@@ -164,6 +212,17 @@ def test_a_worker_that_dies_mid_request_is_reported_with_its_output(tmp_path):
     with pytest.raises(WorkerGone, match=r"exit code 9(.|\n)*out of memory while restoring"):
         client.request({"op": "restore"}, b"")
     client.close()
+
+
+def test_a_python_without_the_package_says_to_run_install_gimp_again(tmp_path):
+    """The recorded environment exists but lost fbcnn-plugins (uninstalled, or a new venv at the same path)."""
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    settings = tmp_path / "fbcnn-worker.json"
+    settings.write_text(json.dumps({"python": python}))
+    with pytest.raises(WorkerGone, match=r"fbcnn-plugins is not installed in .*run 'fbcnn install-gimp' again"):
+        WorkerClient(worker_command(str(settings)))
 
 
 def test_a_worker_that_cannot_start_says_how_to_fix_it(tmp_path):
@@ -203,6 +262,11 @@ def test_install_and_uninstall_through_the_cli(tmp_path, bundled_color_model):
     assert (folder / "fbcnn_protocol.py").read_text() == (install.PACKAGE_DIR / "protocol.py").read_text()
     settings = json.loads((folder / "fbcnn-worker.json").read_text())
     assert settings["python"] == sys.executable and "fbcnn-color-small" in settings["models"]
+    # What the dialog offers is what this environment has: gray models marked, only present devices.
+    assert "fbcnn-gray-small" in settings["gray_models"] and "fbcnn-color-small" not in settings["gray_models"]
+    import torch
+
+    assert settings["devices"][0] == "cpu" and ("cuda" in settings["devices"]) == torch.cuda.is_available()
     assert worker_command(str(folder / "fbcnn-worker.json"))[0] == sys.executable
     assert sorted(os.listdir(profile / "plug-ins")) == ["fbcnn-jpeg-artifacts"]  # no staging left behind
     assert main(["install-gimp", "--gimp-dir", str(profile)]) == 0  # reinstall replaces
