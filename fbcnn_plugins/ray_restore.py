@@ -69,6 +69,11 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
                        "is not cpu, else 0)")
 
 
+def fbcnn_environment() -> dict[str, str]:
+    """The driver's FBCNN_* variables (engine choice and the like), for the workers to run as it would."""
+    return {key: value for key, value in os.environ.items() if key.startswith("FBCNN_")}
+
+
 def check_ray_installed() -> None:
     """Raise RaySetupError with the install command when Ray (with Ray Data) is missing."""
     try:
@@ -237,6 +242,7 @@ def _run_on_cluster(jobs: Sequence, indices: list[int], args: argparse.Namespace
                 RestoreWorker, batch_size=1, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
                 fn_constructor_kwargs={"options": options, "workdir": os.getcwd(), "cpus": resources["num_cpus"]},
+                runtime_env={"env_vars": fbcnn_environment()},
                 max_restarts=-1, max_task_retries=MAX_FILE_RETRIES, **resources,
             )
         for row in restored.iter_rows():

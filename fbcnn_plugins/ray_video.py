@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fbcnn_plugins.core.atomic import atomic_target
+from fbcnn_plugins.ray_restore import fbcnn_environment
 
 #: A chunk whose worker dies is run again this many times.
 MAX_CHUNK_RETRIES = 3
@@ -163,7 +164,10 @@ def render_on_ray(
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     try:
-        remote = ray.remote(render_chunk).options(num_cpus=cpus_per_chunk, max_retries=MAX_CHUNK_RETRIES)
+        remote = ray.remote(render_chunk).options(
+            num_cpus=cpus_per_chunk, max_retries=MAX_CHUNK_RETRIES,
+            runtime_env={"env_vars": fbcnn_environment()},  # the engine and options a local vspipe would see
+        )
         pending = [remote.remote(str(script), c, str(p), y4m, list(script_args)) for c, p in zip(chunks, parts)]
         from tqdm import tqdm
 

@@ -195,8 +195,8 @@ def test_a_bad_file_is_reported_like_the_local_run_and_the_others_are_restored(c
 
 
 @needs_ray
-def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_path):
-    pytest.importorskip("vapoursynth")
+def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_path, monkeypatch):
+    vs = pytest.importorskip("vapoursynth")
     from fbcnn_plugins.ray_video import vspipe_path
 
     address, env, _ = cluster
@@ -219,8 +219,12 @@ def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_pat
         "restored = fbcnn(core.std.ModifyFrame(blank, blank, load), qf_smoothing=2, device='cpu')\n"
         "core.resize.Bicubic(restored, format=vs.YUV444P8, matrix_s='709').set_output()\n"
     )
+    # The PyTorch engine keeps this test to what it checks, whatever optional engines are installed;
+    # the chunk workers get it from the driver's environment as a local vspipe would.
+    env = {**env, "FBCNN_BACKEND": "pytorch"}
     whole = tmp_path / "whole.y4m"
-    single = subprocess.run([vspipe_path(), "-c", "y4m", str(script), str(whole)], capture_output=True, text=True)
+    single = subprocess.run([vspipe_path(), "-c", "y4m", str(script), str(whole)], capture_output=True, text=True,
+                            env=env)
     assert single.returncode == 0, single.stderr
 
     chunked = subprocess.run(
@@ -230,6 +234,26 @@ def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_pat
     assert chunked.returncode == 0, chunked.stderr[-3000:]
     assert (tmp_path / "chunked.y4m").read_bytes() == whole.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # parts cleaned up
+
+    # The chunk borders matter: a chunker that trimmed the source (frames 2..3 alone) would smooth the
+    # border frames' QF over other neighbours and restore them differently.
+    monkeypatch.setenv("FBCNN_BACKEND", "pytorch")
+    from fbcnn_plugins.vapoursynth import fbcnn
+
+    core = vs.core
+    blank = core.std.BlankClip(width=64, height=48, format=vs.RGB24, length=6, fpsnum=24)
+    pictures = [np.asarray(Image.open(tmp_path / f"f{i % 3}.jpg")) for i in range(6)]
+
+    def load(n, f):
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), pictures[n][:, :, p])
+        return out
+
+    source = core.std.ModifyFrame(blank, blank, load)
+    in_whole = fbcnn(source, qf_smoothing=2, device="cpu").get_frame(2).props["FBCNN_QF"]
+    in_trimmed = fbcnn(source[2:4], qf_smoothing=2, device="cpu").get_frame(0).props["FBCNN_QF"]
+    assert in_whole != in_trimmed
 
 
 def test_without_ray_the_flag_says_how_to_install_it(tmp_path, monkeypatch, capsys):
