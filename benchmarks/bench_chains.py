@@ -3,17 +3,20 @@
 For each chain (single JPEG, PNG of a JPEG, aligned and shifted double JPEG, JPEG -> resize
 -> JPEG, never-compressed images from 16 px to full size, a screenshot) the images are
 degraded, and restored with the bundled model at the QF each policy picks and at a grid of
-fixed QFs (5, 10, 20, 30, 40, 50, 70, 90, 100, refined twice between the best and its
-neighbours; 90/95/100 for never-compressed inputs).  The table gives the mean PSNR gain
+fixed QFs (5, 10, 20, 30, 50, 70, 90, 100, then ``--refine`` times the midpoints between
+the best and its neighbours; 90/95/100 for never-compressed inputs).  The table gives the mean PSNR gain
 over the input in dB (never-compressed rows: the lowest PSNR against the input over the
 images), with the QFs used, and ``auto`` minus the best fixed QF.
 
     python benchmarks/bench_chains.py                         # 4 images of ../shared/data/val, 256-px crops
+    python benchmarks/bench_chains.py --side 128 --refine 1   # the table in docs/qf-estimation.md
     python benchmarks/bench_chains.py --count 8 --side 384 --json chains.json
     python benchmarks/bench_chains.py --images ../shared/data/train/urban36 --count 4   # tuning images
 
 Photos are cropped at their centre to ``--side`` (resized chains crop the source so that
-the result has that side); "full size" rows use the whole image.
+the result has that side); "full size" rows use the whole image.  The screenshot rows use
+one generated image (flat colour panels, buttons, text) at 256x256.  The thresholds of the
+``auto`` rule were set on training images, so the validation images measure it fairly.
 """
 
 from __future__ import annotations

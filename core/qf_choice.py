@@ -21,8 +21,8 @@ degradation chains, never on the validation images the benchmark reports):
 2. Else the header, else a trusted FBCNN-D grid (``header`` / ``dominant``) ...
 3. ... unless the network sees clearly heavier damage than that QF: a high last save on
    top of a resize, whose grid is gone; then the network's prediction, pushed further down
-   by how far it sits below the last save, since a single prediction only gets half way
-   towards the first compression of such a chain (``predicted``).
+   by how far it sits below the last save, since a prediction trained on single saves gets
+   only a fraction of the way towards the first compression of such a chain (``predicted``).
 4. No header and no trusted grid: if the network sees little damage too, the image was
    most likely never compressed (a PNG, an icon, a screenshot), and it gets the gentlest
    strength, which leaves it as it was (``clean``); else the network's prediction.
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .qf_estimation import DominantQF, dominant_quality, header_quality
+from .qf_estimation import NEAR_QF, DominantQF, dominant_quality, header_quality
 from .quality import QF_MAX, QFEstimate, clamp_qf
 from .restorer import Restorer
 
@@ -56,12 +56,25 @@ SMALL_IMAGE_DEPTH = 0.8
 #: FBCNN-D's grid must sit this many QF steps under the header to overrule it (one-step
 #: differences are the estimator's rounding, not a second compression).
 OVERRULE_MARGIN = 5
-#: The network must see a QF this far under the header or grid before its prediction wins;
-#: on single JPEGs its prediction strays a few steps either way.
-HEAVIER_DAMAGE_MARGIN = 12.0
-#: When the network's prediction wins over a higher last save, the QF used is pushed below the
-#: prediction by this share of the gap between the two (see rule 3).
-EXTRAPOLATION = 0.0
+#: Rule 3 (the network sees heavier damage than the last save) applies when the last save was
+#: at least this high (re-saves of web photos are at 80-96) ...
+HIGH_LAST_SAVE = 80
+#: ... on images at least this large (the prediction is steadier on more pixels) ...
+HEAVIER_DAMAGE_MIN_SIDE = 64
+#: ... and when the prediction sits this many QF steps under the last save, but not more than
+#: :data:`HEAVIER_DAMAGE_MAX_GAP`.  On 128-px training crops (12 images) a single JPEG at QF 80,
+#: 90 or 95 left the prediction at most 1.8 under the header, while a JPEG at QF 10-20 resized
+#: by 0.6-0.9 and saved at 90/95 left it 4-17 under (an upscale, up to 22); a far larger gap is
+#: content the network misreads (flat colours, text: 45 on a screenshot), whose file says otherwise.
+HEAVIER_DAMAGE_MARGIN = 3.5
+HEAVIER_DAMAGE_MAX_GAP = 30.0
+#: When rule 3 applies, the QF used is the prediction pushed down by this many times its gap to
+#: the last save (the prediction, trained on single saves, gets only a fraction of the way
+#: towards the first compression), but never below :data:`EXTRAPOLATION_FLOOR`.  Chosen on the
+#: training chains (3 images, 13 chains): 4 gave the smallest total and worst-chain loss
+#: against the best fixed QF of 2, 3, 4 and 5; the floor of 10 over 1, 20 and 30.
+EXTRAPOLATION = 4.0
+EXTRAPOLATION_FLOOR = 10
 #: With no header and no trusted grid, a prediction at least this high means "never compressed".
 CLEAN_PREDICTION = 85.0
 #: The strength used for images that look never compressed: the gentlest.
@@ -121,12 +134,39 @@ def dominant_evidence(image: np.ndarray) -> DominantQF | None:
     return dominant_quality(eight_bit_color(image))
 
 
-def grid_is_trusted(found: DominantQF | None, height: int, width: int) -> bool:
-    """Whether FBCNN-D's grid is deep enough, for this image size, to be a real past compression."""
-    if found is None or found.quality is None or found.depth is None:
-        return False
+@dataclass(frozen=True)
+class TrustedGrid:
+    """A past compression FBCNN-D found deep enough to be real."""
+
+    quality: int
+    shift: tuple[int, int]
+    depth: float
+    double_compressed: bool
+
+
+def trusted_grid(found: DominantQF | None, height: int, width: int) -> TrustedGrid | None:
+    """The strongest past compression among FBCNN-D's dips deep enough, for this size, to be real.
+
+    FBCNN-D itself takes the lowest-QF dip of any grid; a shallow wiggle of one grid at a low QF
+    can then hide the real, deep dip of another.  Here every grid's dip is weighed by its depth
+    first, and the lowest QF among the deep ones wins (the deepest among near-equal QFs).
+    """
+    if found is None or found.quality is None:
+        return None
     needed = TRUSTED_DEPTH if min(height, width) >= FULL_TRUST_SIDE else SMALL_IMAGE_DEPTH
-    return found.depth >= needed
+    deep = {}
+    for shift, (quality, _) in {**found.minima, found.shift: (found.quality, found.mse)}.items():
+        depth = found.depth_at(shift, quality)
+        if depth is not None and depth >= needed:
+            deep[shift] = (quality, depth)
+    if not deep:
+        return None
+    lowest = min(quality for quality, _ in deep.values())
+    shift, (quality, depth) = max(((s, m) for s, m in deep.items() if m[0] <= lowest + NEAR_QF),
+                                  key=lambda item: item[1][1])
+    current = found.minima.get((0, 0))
+    double = shift != (0, 0) and current is not None and current[0] != quality
+    return TrustedGrid(quality, shift, depth, double)
 
 
 def decide(
@@ -138,21 +178,21 @@ def decide(
     dominant: DominantQF | None = None,
 ) -> QFDecision:
     """The ``auto`` rule (see the module docstring) on evidence already gathered."""
-    trusted = grid_is_trusted(dominant, height, width)
+    trusted = trusted_grid(dominant, height, width)
     facts = dict(
         predicted=float(predicted), header=header,
         dominant=None if dominant is None else dominant.quality,
         dominant_depth=None if dominant is None else dominant.depth,
-        dominant_trusted=trusted,
-        shift=dominant.shift if trusted else None,
-        double_compressed=dominant.double_compressed if trusted else None,
+        dominant_trusted=trusted is not None,
+        shift=None if trusted is None else trusted.shift,
+        double_compressed=None if trusted is None else trusted.double_compressed,
     )
-    grid = dominant.quality if trusted else None
-    depth = f"depth {dominant.depth:.2f}" if trusted else ""
+    grid = None if trusted is None else trusted.quality
+    depth = "" if trusted is None else f"depth {trusted.depth:.2f}"
     if grid is not None and header is not None and grid <= header - OVERRULE_MARGIN:
         base, source = grid, "dominant"
         reason = (f"the pixels keep the 8x8 grid of an earlier, stronger compression (QF {grid}, "
-                  f"grid shift {dominant.shift}, {depth}) under the header's QF {header}")
+                  f"grid shift {trusted.shift}, {depth}) under the header's QF {header}")
     elif header is not None:
         base, source = header, "header"
         reason = f"the JPEG file's tables say QF {header}"
@@ -160,16 +200,19 @@ def decide(
             reason += f" and the pixels' grid agrees (FBCNN-D {grid}, {depth})"
     elif grid is not None:
         base, source = grid, "dominant"
-        kind = "a non-aligned double JPEG's first" if dominant.double_compressed else "a JPEG"
-        reason = f"the pixels carry {kind} 8x8 grid at QF {grid} ({depth}, shift {dominant.shift})"
+        kind = "a non-aligned double JPEG's first" if trusted.double_compressed else "a JPEG"
+        reason = f"the pixels carry {kind} 8x8 grid at QF {grid} ({depth}, shift {trusted.shift})"
     else:
         base = None
     if base is not None:
-        if predicted <= base - HEAVIER_DAMAGE_MARGIN:
-            qf = clamp_qf(predicted - EXTRAPOLATION * (base - predicted))
+        gap = base - predicted
+        if (base >= HIGH_LAST_SAVE and min(height, width) >= HEAVIER_DAMAGE_MIN_SIDE
+                and HEAVIER_DAMAGE_MARGIN <= gap <= HEAVIER_DAMAGE_MAX_GAP):
+            qf = clamp_qf(max(EXTRAPOLATION_FLOOR, predicted - EXTRAPOLATION * gap))
             return QFDecision(qf, "predicted", (
-                f"the network sees heavier damage (QF {predicted:.1f}) than {reason.split(' (')[0]}: "
-                f"a high last save over an earlier compression whose grid is gone (resized or edited)"), **facts)
+                f"the network sees heavier damage (QF {predicted:.1f}) than {reason.split(' (')[0]}: a high "
+                f"last save over an earlier compression whose grid is gone (resized or edited); "
+                f"{EXTRAPOLATION:g}x the gap below the prediction"), **facts)
         return QFDecision(base, source, reason, **facts)
     why_not_grid = ("the image is too small for FBCNN-D" if dominant is None else
                     "FBCNN-D finds no JPEG grid" if dominant.quality is None else

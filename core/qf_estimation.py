@@ -229,6 +229,17 @@ class DominantQF:
     depth: float | None = None
     curves: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
     minima: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict, repr=False)
+    #: The median shifted grid's curve, and the current grid's on the same low frequencies.
+    typical: np.ndarray | None = field(default=None, repr=False)
+    current_low: np.ndarray | None = field(default=None, repr=False)
+
+    def depth_at(self, shift: tuple[int, int], quality: int) -> float | None:
+        """The ``depth`` (see above) a dip of grid ``shift`` at ``quality`` would have."""
+        curve = self.current_low if shift == (0, 0) else self.curves.get(shift)
+        if self.typical is None or curve is None:
+            return None
+        index = quality - 1
+        return float(np.clip(1.0 - curve[index] / max(float(self.typical[index]), 1e-9), 0.0, 1.0))
 
 
 def luma_plane(image: np.ndarray) -> np.ndarray:
@@ -336,18 +347,15 @@ def select_dominant(
             if index is not None:
                 minima[shift] = (int(QUALITIES[index]), float(curve[index]))
         if not minima:
-            return DominantQF(None, None, False, None, None, curves, minima)
+            return DominantQF(None, None, False, None, None, curves, minima, typical, current_low)
         below = {s: m for s, m in minima.items() if m[1] < threshold}
         pool = below or minima
         key = (lambda item: (item[1][0], item[1][1])) if below else (lambda item: item[1][1])
         shift, (quality, mse) = min(pool.items(), key=key)
     double = shift != (0, 0) and (0, 0) in minima and minima[(0, 0)][0] != quality
-    depth = None
-    comparable = current_low if shift == (0, 0) else curves[shift]
-    if typical is not None and comparable is not None:
-        index = quality - 1
-        depth = float(np.clip(1.0 - comparable[index] / max(float(typical[index]), 1e-9), 0.0, 1.0))
-    return DominantQF(quality, shift, double, mse, depth, curves, minima)
+    found = DominantQF(quality, shift, double, mse, None, curves, minima, typical, current_low)
+    found.depth = found.depth_at(shift, quality)
+    return found
 
 
 def brute_force_curve(plane: np.ndarray, shift: tuple[int, int], encode) -> np.ndarray:

@@ -86,6 +86,24 @@ def segment_of(n: int, num_frames: int, window: int, cut_before: Callable[[int],
     return range(start, end)
 
 
+def scene_window(n: int, num_frames: int, reach: int, cut_before: Callable[[int], bool]) -> range:
+    """The frames within ``reach`` of ``n`` on both sides that no scene change separates from it.
+
+    The sliding form of :func:`segment_of`, for a filter that sees ``reach`` neighbours: with a
+    robust :func:`hold_qf` over a window as long as the GOP, the held value barely moves from
+    frame to frame even though the window slides.
+    """
+    if reach < 0:
+        raise ValueError(f"the smoothing reach must not be negative, got {reach}")
+    start = n
+    while start > max(0, n - reach) and not cut_before(start):
+        start -= 1
+    end = n + 1
+    while end < min(num_frames, n + reach + 1) and not cut_before(end):
+        end += 1
+    return range(start, end)
+
+
 def smooth_qfs(
     qfs: Sequence[float],
     window: int,

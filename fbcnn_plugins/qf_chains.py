@@ -28,7 +28,7 @@ from fbcnn_plugins.core.quality import clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
 
 #: The fixed QFs tried first for the oracle; the best is then refined between its neighbours.
-COARSE_GRID = (5, 10, 20, 30, 40, 50, 70, 90, 100)
+COARSE_GRID = (5, 10, 20, 30, 50, 70, 90, 100)
 #: Never-compressed inputs: the oracle is the gentlest strengths.
 CLEAN_GRID = (90, 95, 100)
 

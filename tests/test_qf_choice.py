@@ -98,7 +98,14 @@ def test_qf_command_shows_the_auto_decision(tmp_path, capsys):
 # -- the rule on given evidence: every branch ------------------------------------------------------
 
 def grid(quality: int | None, depth: float | None, shift=(0, 0), double=False) -> DominantQF:
-    return DominantQF(quality, shift if quality else None, double, None, depth)
+    """FBCNN-D evidence with one dip of the given depth (against flat 'typical' grids)."""
+    if quality is None:
+        return DominantQF(None, None, False, None, None)
+    curve = np.ones(100)
+    curve[quality - 1] = 1.0 - depth
+    minima = {shift: (quality, 1.0 - depth), **({(0, 0): (90, 0.1)} if double else {})}
+    return DominantQF(quality, shift, double, 1.0 - depth, depth, {} if shift == (0, 0) else {shift: curve}, minima,
+                      typical=np.ones(100), current_low=curve if shift == (0, 0) else None)
 
 
 def test_rule_branches():
@@ -115,6 +122,18 @@ def test_rule_branches():
     # Nothing points to a compression: clean when the network agrees, else its prediction.
     assert (decide(93.0, 16, 16).qf, decide(93.0, 16, 16).source) == (CLEAN_QF, "clean")
     assert (decide(40.0, 200, 200, dominant=grid(None, None)).qf, decide(40.0, 200, 200).source) == (40, "predicted")
+
+
+def test_a_shallow_low_dip_does_not_hide_a_deep_one():
+    """FBCNN-D's lowest dip is a wiggle (depth 0.1 at QF 8); the deep one (QF 15) is the real first save."""
+    found = grid(15, 0.95, (5, 3), double=True)
+    wiggle = np.ones(100)
+    wiggle[7] = 0.9
+    found.curves[(7, 1)] = wiggle
+    found.minima[(7, 1)] = (8, 0.9)
+    found.quality, found.shift, found.depth = 8, (7, 1), 0.1
+    chosen = decide(82.0, 128, 128, header=90, dominant=found)
+    assert (chosen.qf, chosen.source, chosen.shift, chosen.double_compressed) == (15, "dominant", (5, 3), True)
 
 
 def test_fbcnn_d_is_not_run_on_tiny_images():

@@ -10,7 +10,7 @@ import pytest
 from skimage import data
 
 from fbcnn_plugins.core.qf_temporal import (
-    detect_scene_starts, hold_qf, segment_of, smooth_qfs, thumbnail,
+    detect_scene_starts, hold_qf, scene_window, segment_of, smooth_qfs, thumbnail,
 )
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.qf_chains import jpeg
@@ -34,6 +34,8 @@ def test_runs_are_cut_at_scene_changes_and_at_window_edges():
     assert segment_of(6, 20, 8, cut) == range(5, 8)  # the run 0..7, from the scene change at 5 on
     assert segment_of(9, 20, 8, cut) == range(8, 16)
     assert segment_of(19, 20, 8, cut) == range(16, 20)
+    assert scene_window(6, 20, 3, cut) == range(5, 10) and scene_window(2, 20, 3, cut) == range(0, 5)
+    assert scene_window(0, 1, 0, cut) == range(0, 1)
     held = smooth_qfs(GOP * 2, 12, scene_starts=[k in (0, 12) for k in range(24)], method="min")
     assert held == [30.0] * 24
     with pytest.raises(ValueError):
