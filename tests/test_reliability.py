@@ -463,3 +463,18 @@ def test_models_command_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "fbcnn-color-small" in done.stdout and "HEAVY []" in done.stdout
+
+
+# -- defect 9: the suite needs nothing beside the project -----------------------------------------
+
+def test_test_photos_come_from_scikit_image_when_the_team_data_is_hidden():
+    code = ("import sys; sys.path.insert(0, 'tests'); import conftest, skimage.data, numpy as np; "
+            "assert not conftest.SHARED_VAL.exists(), conftest.SHARED_VAL; "
+            "photo = skimage.data.astronaut(); crop = photo[208:304, 192:320]; "
+            "assert np.array_equal(conftest.natural_image(96, 128, seed=0), crop); "
+            "assert np.array_equal(conftest.natural_image(400, 600, seed=0), skimage.data.coffee()); "
+            "print('ok')")
+    environment = {**os.environ, "FBCNN_SHARED_DIR": "/nonexistent/fbcnn-shared"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1], env=environment)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -1,33 +1,48 @@
 """``fbcnn restore``: batch restoration of image files for photo pipelines.
 
-Every file is handled on its own: a bad one is reported with its name and
-skipped, the others go on, and the exit status is non-zero at the end if
-anything failed.  Outputs never replace inputs and never replace existing
-files unless ``--overwrite`` is given.
+The whole batch is planned first (see ``batch_plan``): an output that is also
+an input, an unwritable destination or a bad option stops the run before any
+work, with exit status 2.  Then every file is handled on its own: a bad one is
+reported with its name and skipped, the others go on, and the exit status is 1
+at the end if anything failed.  Outputs never replace inputs, never replace
+existing files unless ``--overwrite`` is given, and ``--skip-existing`` resumes
+a batch.  A signal stops the run cleanly (no temporary file left, the finished
+files reported) with status 128 + the signal number.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import Any
 
-from fbcnn_plugins.image_files import READ_SUFFIXES, WRITE_FORMATS, ImageFileError, read_image, write_image
+from fbcnn_plugins.cli.batch_plan import Job, PlanError, plan_batch
+from fbcnn_plugins.cli.signals import Interrupted
+from fbcnn_plugins.image_formats import WRITE_FORMATS, XCF_SUFFIX
+from fbcnn_plugins.ray_restore import add_ray_arguments
+
+__all__ = ["DEFAULT_SUFFIX", "Job", "register", "run"]
 
 DEFAULT_SUFFIX = "_fbcnn"
-XCF_SUFFIX = ".xcf"
+
+
+def _image_files():
+    """The image reader and writer, imported on first use: it pulls in OpenCV and Pillow."""
+    from fbcnn_plugins import image_files
+
+    return image_files
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "restore", help="remove JPEG artifacts from image files",
-        description="Restore image files (JPEG, PNG, TIFF incl. 16-bit, WebP, BMP). Outputs are PNG unless "
-        "-o names a file with another extension; inputs are never replaced.",
+        description="Restore image files (JPEG, PNG, TIFF incl. 16-bit and float, WebP, BMP, GIF; every frame "
+        "of an animation or page of a TIFF). Outputs are PNG unless -o names a file with another extension; "
+        "inputs are never replaced, and an earlier run's outputs in a folder are never taken as inputs.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", type=Path, metavar="OUT",
@@ -39,73 +54,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", metavar="NAME|PATH", help="registered model name or weights file (default: by image type)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="compute precision (default: fp32)")
-    parser.add_argument("--tile", type=int, help="tile size in pixels, multiple of 8 (default: 512)")
+    parser.add_argument("--tile", type=int, help="tile size in pixels, a positive multiple of 8 (default: 512)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels, multiple of 8 (default: 32; less for tiles under 72)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips/rotations: a little more quality for 8x the time")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave inputs whose output exists alone: resumes a stopped batch")
     parser.add_argument("--suffix", default=DEFAULT_SUFFIX, help=f"added to output names (default: {DEFAULT_SUFFIX})")
     parser.add_argument("--format", choices=sorted(s.lstrip(".") for s in WRITE_FORMATS), default="png",
                         help="output format when the output name is derived (default: png)")
     parser.add_argument("--json", action="store_true", help="print one JSON report instead of text")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines (errors and warnings still)")
+    add_ray_arguments(parser)
     parser.set_defaults(run=run)
-
-
-@dataclass
-class Job:
-    source: Path
-    target: Path
-
-
-def expand_inputs(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Files to restore, each with the folder it was found under (for mirroring), plus unmatched patterns."""
-    found: list[tuple[Path, Path]] = []
-    missing: list[str] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.glob("*")
-            files = sorted(p for p in walker if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
-            found.extend((p, path) for p in files)
-        elif path.exists():
-            found.append((path, path.parent))
-        elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=recursive) if Path(p).is_file())
-            if not matches:
-                missing.append(pattern)
-            found.extend((p, p.parent) for p in matches)
-        else:
-            missing.append(pattern)
-    unique, seen = [], set()
-    for source, root in found:
-        key = source.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append((source, root))
-    return unique, missing
-
-
-def plan_outputs(files: list[tuple[Path, Path]], args: argparse.Namespace) -> list[Job]:
-    out: Path | None = args.output
-    single_file_out = (
-        out is not None and len(files) == 1 and out.suffix.lower() in (*WRITE_FORMATS, XCF_SUFFIX)
-        and not out.is_dir()
-    )
-    jobs = []
-    for source, root in files:
-        if single_file_out:
-            target = out
-        else:
-            extension = "xcf" if source.suffix.lower() == XCF_SUFFIX else args.format  # layers stay layers
-            name = f"{source.stem}{args.suffix}.{extension}"
-            if out is None:
-                target = source.with_name(name)
-            else:
-                relative = source.parent.relative_to(root) if source.is_relative_to(root) else Path()
-                target = out / relative / name
-        jobs.append(Job(source, target))
-    return jobs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,35 +80,74 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"fbcnn restore: --qf: {error}", file=sys.stderr)
         return 2
-    files, missing = expand_inputs(args.inputs, args.recursive)
-    results: list[dict[str, Any]] = [
-        {"input": pattern, "error": f"{pattern}: no such file or folder, or nothing matches"} for pattern in missing
-    ]
-    for record in results:
-        print(f"error: {record['error']}", file=sys.stderr)
-    out = args.output
-    if out is not None and len(files) > 1 and out.suffix.lower() in (*WRITE_FORMATS, XCF_SUFFIX) and not out.is_dir():
-        print(f"fbcnn restore: {len(files)} inputs need -o to name a folder, not the file {out}", file=sys.stderr)
+    if args.tile is not None and (args.tile <= 0 or args.tile % 8):
+        # Checked here too (not only by the Restorer) so that no path can read 0 as "the default".
+        print(f"fbcnn restore: --tile: a positive multiple of 8, got {args.tile}", file=sys.stderr)
         return 2
-    jobs = plan_outputs(files, args)
-    if jobs:
+    try:
+        plan = plan_batch(args.inputs, output=args.output, suffix=args.suffix, fmt=args.format,
+                          recursive=args.recursive, skip_existing=args.skip_existing)
+    except PlanError as error:
+        print(f"fbcnn restore: {error}", file=sys.stderr)
+        return 2
+    results: list[dict[str, Any]] = list(plan.missing)
+    for record in plan.missing:
+        print(f"error: {record['error']}", file=sys.stderr)
+    for record in plan.skipped:
+        if not args.quiet:
+            print(f"skipped {record['input']}: {record['skipped']}", file=sys.stderr)
+    results.extend(plan.skipped)
+    jobs = plan.jobs
+    interrupted: Interrupted | None = None
+    if jobs and args.ray is not None:  # the same plan, restored by the workers of a Ray cluster
+        from fbcnn_plugins.ray_restore import RaySetupError, restore_on_ray
+
+        before = len(results)
+        try:
+            restore_on_ray(jobs, args, results)
+        except RaySetupError as error:
+            print(f"fbcnn restore: {error}", file=sys.stderr)
+            return 2
+        except Interrupted as stop:
+            interrupted = stop
+        not_done = len(jobs) - (len(results) - before)
+    elif jobs:
         try:
             restorer = _make_restorer(args)
         except Exception as error:  # bad model, device or tiling: nothing can run
             print(f"fbcnn restore: {error}", file=sys.stderr)
             return 2
-        results.extend(_run_jobs(jobs, restorer, qf, args))
+        before = len(results)
+        try:
+            _run_jobs(jobs, restorer, qf, args, results)
+        except Interrupted as stop:  # the finished files are reported below; the current one left nothing
+            interrupted = stop
+        not_done = len(jobs) - (len(results) - before)
     if not results:
         print("fbcnn restore: no input files", file=sys.stderr)
         return 2
+    _report(results, args, interrupted, not_done if interrupted else 0)
+    if interrupted is not None:
+        return interrupted.exit_status
+    return 1 if any("error" in r for r in results) else 0
+
+
+def _report(results: list[dict[str, Any]], args: argparse.Namespace, interrupted: Interrupted | None, not_done: int) -> None:
     failed = sum(1 for r in results if "error" in r)
-    done = len(results) - failed
+    skipped = sum(1 for r in results if "skipped" in r)
+    done = len(results) - failed - skipped
     if args.json:
-        print(json.dumps({"restored": done, "failed": failed, "files": results}, indent=2))
+        report: dict[str, Any] = {"restored": done, "skipped": skipped, "failed": failed, "files": results}
+        if interrupted is not None:
+            report["interrupted"] = interrupted.name
+        print(json.dumps(report, indent=2), flush=True)
     else:
         seconds = sum(r.get("seconds", 0.0) for r in results)
-        print(f"restored {done} of {len(results)} file(s) in {seconds:.1f} s" + (f", {failed} failed" if failed else ""))
-    return 1 if failed else 0
+        print(f"restored {done} of {len(results)} file(s) in {seconds:.1f} s" + (f", {failed} failed" if failed else "")
+              + (f", {skipped} skipped" if skipped else ""), flush=True)
+    if interrupted is not None:
+        print(f"fbcnn restore: stopped by {interrupted.name}; {not_done} file(s) not done, no partial output left; "
+              "run again with --skip-existing to resume", file=sys.stderr, flush=True)
 
 
 def _make_restorer(args: argparse.Namespace):
@@ -153,73 +156,136 @@ def _make_restorer(args: argparse.Namespace):
 
     return Restorer(
         args.model, device=args.device, precision=args.precision,
-        tile=args.tile or DEFAULT_TILE, overlap=args.overlap,
+        tile=DEFAULT_TILE if args.tile is None else args.tile, overlap=args.overlap,
         self_ensemble=args.self_ensemble,
     )
 
 
-def _run_jobs(jobs: list[Job], restorer, qf, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from tqdm import tqdm
+def _run_jobs(jobs: list[Job], restorer, qf, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    """Restore every job, appending one record per finished file to ``results`` as it finishes."""
+    from fbcnn_plugins.cli.progress import BatchProgress
 
-    results = []
+    image_files = _image_files()
     claimed: dict[Path, Path] = {}  # output -> the input that produces it in this run
-    bar = tqdm(jobs, unit="file", disable=len(jobs) < 2 or None, file=sys.stderr, leave=False)
-    for job in bar:
-        started = time.perf_counter()
-        record: dict[str, Any] = {"input": str(job.source), "output": str(job.target)}
-        try:
-            target = job.target.resolve()
-            if target in claimed:
-                raise ImageFileError(f"{job.source}: same output as {claimed[target]} ({job.target}); use -o FOLDER or rename")
-            claimed[target] = job.source
-            record.update(_restore_one(job, restorer, qf, args))
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            if not args.json:
-                bar.write(f"{job.source} -> {job.target}  (QF {record['qf']}, {record['qf_source']})", file=sys.stderr)
-        except (ImageFileError, ValueError, OSError, RuntimeError) as error:
-            message = str(error) if str(job.source) in str(error) else f"{job.source}: {error}"
-            record["error"] = message
-            bar.write(f"error: {message}", file=sys.stderr)
-        results.append(record)
-    return results
+    progress = BatchProgress(len(jobs), quiet=args.quiet)
+    try:
+        for job in jobs:
+            progress.start(job.source)
+            started = time.perf_counter()
+            record: dict[str, Any] = {"input": str(job.source), "output": str(job.target)}
+            try:
+                target = job.target.resolve()
+                if target in claimed:
+                    raise image_files.ImageFileError(
+                        f"{job.source}: same output as {claimed[target]} ({job.target}); use -o FOLDER or rename")
+                claimed[target] = job.source
+                record.update(_restore_one(job, restorer, qf, args, progress=progress))
+                record["seconds"] = round(time.perf_counter() - started, 3)
+                for note in record.get("warnings", []):
+                    progress.line(f"warning: {note}")
+                if not args.json:
+                    frames = f", {record['frames']} frames" if record.get("frames", 1) > 1 else ""
+                    progress.line(f"{job.source} -> {job.target}  (QF {record['qf']}, {record['qf_source']}{frames})")
+            except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+                record["error"] = _message(job, error)
+                progress.line(f"error: {record['error']}")
+            results.append(record)
+            progress.advance()
+    finally:
+        progress.close()
 
 
-def _restore_one(job: Job, restorer, qf, args: argparse.Namespace) -> dict[str, Any]:
+def _message(job: Job, error: Exception) -> str:
+    """The error as one line that names the file; unexpected error types keep their name."""
+    named = str(job.source) in str(error) or str(job.target) in str(error)
+    text = str(error) if named else f"{job.source}: {error}"
+    expected = (ValueError, OSError, RuntimeError, _image_files().ImageFileError)
+    return text if isinstance(error, expected) else f"{text} ({type(error).__name__})"
+
+
+def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=None) -> dict[str, Any]:
+    """Read, restore and write one file; the record's fields for the report."""
+    image_files = _image_files()
     if job.target.exists() and job.target.resolve() == job.source.resolve():
-        raise ImageFileError(f"{job.source}: output would replace the input; choose another -o or --suffix")
+        raise image_files.ImageFileError(f"{job.source}: output would replace the input; choose another -o or --suffix")
     if job.target.exists() and not args.overwrite:
-        raise ImageFileError(f"{job.target}: output exists (use --overwrite to replace it)")
+        raise image_files.ImageFileError(f"{job.target}: output exists (use --overwrite to replace it, "
+                                         "or --skip-existing to leave it)")
     if job.source.suffix.lower() == XCF_SUFFIX:
         return _restore_xcf(job, restorer, qf, args.overwrite)
-    from fbcnn_plugins.image_files import output_format
-
-    output_format(job.target)  # reject an unwritable extension before spending time on the image
-    image = read_image(job.source)
-    progress = _tile_progress(image.pixels.shape)
+    fmt = image_files.output_format(job.target)  # reject an unwritable extension before spending time on the image
+    image = image_files.read_image(job.source)
+    notes = list(image.notes)
+    frames = image.frames or [image.pixels]
+    if len(frames) > 1:
+        image_files.check_frames_fit(job.target, frames)  # before the work, not after
+    change = image_files.depth_change(fmt, frames[0].dtype)
+    if change:
+        notes.append(f"{job.source}: {change}")
+    header = None
     if qf == "header":
         from fbcnn_plugins.core.qf_estimation import header_quality
 
         header = header_quality(job.source)
         if header is None:
-            raise ImageFileError(f"{job.source}: --qf header needs a JPEG file (this one has no JPEG tables)")
-        result = restorer.restore(image.pixels, header.quality, progress=progress)
+            raise image_files.ImageFileError(f"{job.source}: --qf header needs a JPEG file (this one has no JPEG tables)")
+    restored, used = [], None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for index, pixels in enumerate(frames):
+            if progress is not None and len(frames) > 1:
+                progress.stage(f"frame {index + 1} of {len(frames)}", pixels.shape)
+            result = _restore_pixels(job, pixels, restorer, qf, header, used, progress)
+            used = used or result.qf  # one QF for every frame: an animation keeps one look
+            restored.append(result.image)
+    for caught_warning in caught:  # each warning once, naming the file
+        text = str(caught_warning.message)
+        note = text if str(job.source) in text else f"{job.source}: {text}"
+        if note not in notes:
+            notes.append(note)
+    if progress is not None:
+        progress.stage("writing", frames[0].shape)
+    job.target.parent.mkdir(parents=True, exist_ok=True)
+    image_files.write_frames(job.target, restored, durations=image.durations, loop=image.info.get("loop", 0),
+                             icc_profile=image.icc_profile, exif=image.exif, overwrite=args.overwrite)
+    record = {"qf": used.value, "qf_source": used.source, "qf_predicted": used.predicted,
+              "size": [int(frames[0].shape[1]), int(frames[0].shape[0])]}
+    if len(frames) > 1:
+        record["frames"] = len(frames)
+    if notes:
+        record["warnings"] = notes
+    return record
+
+
+def _restore_pixels(job: Job, pixels, restorer, qf, header, used, progress):
+    """One frame through the restorer at the QF the options ask for (``used``: the first frame's, reused)."""
+    tiles = progress.tiles(pixels.shape) if progress is not None else None
+    if used is not None:
+        result = restorer.restore(pixels, used.value, progress=tiles)
+        result.qf = used
+    elif header is not None:
+        result = restorer.restore(pixels, header.quality, progress=tiles)
         result.qf.source = "header"
     elif qf == "auto":
         from fbcnn_plugins.core.qf_choice import choose_qf
 
-        chosen = choose_qf(restorer, image.pixels, jpeg_path=job.source)
-        result = restorer.restore(image.pixels, chosen.value, progress=progress)
+        if progress is not None:
+            progress.stage("estimating QF", pixels.shape)
+        chosen = choose_qf(restorer, pixels, jpeg_path=job.source)
+        if progress is not None:
+            progress.stage(f"restoring at QF {chosen.value}", pixels.shape)
+        result = restorer.restore(pixels, chosen.value, progress=tiles)
         result.qf = chosen
     else:
-        result = restorer.restore(image.pixels, qf, progress=progress)
-    job.target.parent.mkdir(parents=True, exist_ok=True)
-    write_image(job.target, result.image, icc_profile=image.icc_profile, exif=image.exif, overwrite=args.overwrite)
-    return {"qf": result.qf.value, "qf_source": result.qf.source, "qf_predicted": result.qf.predicted,
-            "size": [int(image.pixels.shape[1]), int(image.pixels.shape[0])]}
+        if progress is not None and qf in ("predicted", "dominant", None):
+            progress.stage("estimating QF and restoring", pixels.shape)
+        result = restorer.restore(pixels, qf, progress=tiles)
+    return result
 
 
 def _restore_xcf(job: Job, restorer, qf, overwrite: bool) -> dict[str, Any]:
     """Every raster layer of an XCF file restored on its own; the layer stack is written back as XCF."""
+    from fbcnn_plugins.image_files import ImageFileError
     from fbcnn_plugins.xcf_files import read_xcf, restore_xcf
 
     if job.target.suffix.lower() != XCF_SUFFIX:
@@ -256,21 +322,3 @@ def _restore_xcf(job: Job, restorer, qf, overwrite: bool) -> dict[str, Any]:
                              f"({'; '.join(r['layer'] + ': ' + r['skipped'] for r in records) or 'no layers'})")
     return {"qf": used[0]["qf"], "qf_source": used[0]["qf_source"], "layers": used,
             "skipped_layers": [r for r in records if "skipped" in r]}
-
-
-def _tile_progress(shape: tuple[int, ...]):
-    """A per-tile progress bar for images large enough to take a while (over 4 MP)."""
-    if shape[0] * shape[1] < 4_000_000 or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(unit="tile", file=sys.stderr, leave=False)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done == total:
-            bar.close()
-
-    return update
