@@ -13,8 +13,11 @@ from onnx_helpers import exported_onnx
 from test_vapoursynth import clip_from_arrays, frame_array
 
 core = vs.core
-pytestmark = pytest.mark.skipif(
+needs_ort = pytest.mark.skipif(
     not hasattr(core, "ort"), reason="vs-mlrt's ONNX Runtime plugin is not installed (pip install 'fbcnn-plugins[vsmlrt]')"
+)
+needs_ov = pytest.mark.skipif(
+    not hasattr(core, "ov"), reason="vs-mlrt's OpenVINO plugin is not installed (pip install 'fbcnn-plugins[vsmlrt]')"
 )
 
 
@@ -34,6 +37,7 @@ def _qf_plane(clip: vs.VideoNode, qf: int) -> vs.VideoNode:
     return core.std.BlankClip(clip, format=vs.GRAYS, color=qf / 100, keep=True)
 
 
+@needs_ort
 @pytest.mark.parametrize("qf", [20, 70])
 def test_ort_plugin_matches_the_filter(tiny_color_model, rgbs_clip, qf):
     network = exported_onnx(tiny_color_model.source)
@@ -45,6 +49,7 @@ def test_ort_plugin_matches_the_filter(tiny_color_model, rgbs_clip, qf):
         assert psnr >= 50, (n, psnr)
 
 
+@needs_ort
 def test_ort_plugin_runs_the_gray_graph_and_the_fp16_graph(tiny_color_model, tiny_gray_model, rgbs_clip):
     gray = core.std.ShufflePlanes(rgbs_clip, 1, vs.GRAY)
     theirs = core.ort.Model([gray, _qf_plane(gray, 30)], network_path=str(exported_onnx(tiny_gray_model.source)),
@@ -58,6 +63,7 @@ def test_ort_plugin_runs_the_gray_graph_and_the_fp16_graph(tiny_color_model, tin
     assert _psnr(frame_array(half, 0), np.clip(frame_array(full, 0), 0, 1)) >= 40
 
 
+@needs_ort
 def test_ort_plugin_tiles_the_graph(tiny_color_model, rgbs_clip):
     # vs-mlrt's tiling (tilesize/overlap, as its wrapper sets them) on a graph with dynamic sizes.
     tiled = core.ort.Model([rgbs_clip, _qf_plane(rgbs_clip, 30)], network_path=str(exported_onnx(tiny_color_model.source)),
@@ -68,3 +74,13 @@ def test_ort_plugin_tiles_the_graph(tiny_color_model, rgbs_clip):
     psnr = _psnr(frame_array(tiled, 0), frame_array(whole, 0))
     print(f"tiled against whole frame: {psnr:.1f} dB")
     assert 30 < psnr < 200  # close to the whole frame, but really tiled (the tile borders differ a little)
+
+
+@needs_ov
+def test_openvino_plugin_matches_the_filter(tiny_color_model, rgbs_clip):
+    network = exported_onnx(tiny_color_model.source)
+    theirs = core.ov.Model([rgbs_clip, _qf_plane(rgbs_clip, 40)], network_path=str(network), device="CPU")
+    ours = fbcnn(rgbs_clip, qf=40, model=str(tiny_color_model.source), device="cpu", precision="fp32")
+    psnr = _psnr(frame_array(theirs, 1), np.clip(frame_array(ours, 1), 0, 1))
+    print(f"core.ov.Model against the filter: {psnr:.1f} dB")
+    assert psnr >= 45  # OpenVINO may compute in bf16 on CPUs that have it
