@@ -274,3 +274,23 @@ def test_an_input_after_a_bare_ray_flag_is_not_taken_for_an_address(tmp_path, ca
     assert main(["restore", str(other), "-o", str(tmp_path / "out"), "--ray", str(image)]) == 2
     assert "put --ray after the inputs" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_workers_fit_the_cluster_and_a_gpu_cluster_gets_one_gpu_per_worker():
+    from argparse import Namespace
+
+    from fbcnn_plugins.ray_restore import RaySetupError, _worker_shape
+
+    def options(**kw):
+        return Namespace(**{"ray_cpus_per_worker": 1.0, "ray_gpus_per_worker": None, "ray_workers": None,
+                            "device": "auto", **kw})
+
+    gpu_node = {"CPU": 16.0, "GPU": 2.0}
+    assert _worker_shape(gpu_node, options()) == (2, {"num_cpus": 1.0, "num_gpus": 1.0})
+    assert _worker_shape(gpu_node, options(device="cpu")) == (16, {"num_cpus": 1.0, "num_gpus": 0.0})
+    assert _worker_shape(gpu_node, options(device="cpu", ray_cpus_per_worker=4.0)) == (4, {"num_cpus": 4.0, "num_gpus": 0.0})
+    assert _worker_shape({"CPU": 2.0}, options(ray_workers=1)) == (1, {"num_cpus": 1.0, "num_gpus": 0.0})
+    with pytest.raises(RaySetupError, match="holds 1..2 workers"):
+        _worker_shape({"CPU": 2.0}, options(ray_workers=3))
+    with pytest.raises(RaySetupError, match="no room for one worker"):
+        _worker_shape({"CPU": 2.0}, options(ray_cpus_per_worker=4.0))
