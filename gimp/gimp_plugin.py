@@ -17,8 +17,11 @@ import json
 import os
 import sys
 import threading
+import time
 
-import gi
+STARTED = time.monotonic()  # the plug-in process starts when the user picks the filter
+
+import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
@@ -42,9 +45,12 @@ SOURCES = {
     "predicted": "predicted by the network",
     "dominant": "read from the pixels' JPEG grid (FBCNN-D)",
     "given": "as set",
+    "clean": "the image looks never compressed, so it is barely changed",
 }
 #: Milliseconds of quiet after a change before the preview is requested (a dragged slider sends many).
 PREVIEW_DELAY = 150
+#: Rows read at a time for the estimate; the dialog handles its events between strips.
+ESTIMATE_STRIP = 256
 
 
 def _settings():
@@ -160,9 +166,9 @@ def _describe(estimate):
 class BackgroundWorker:
     """The worker process driven from a thread, so GIMP's dialog never waits on it.
 
-    Requests run one at a time in the order given, except previews: a newer preview
-    replaces one still waiting, so after a slider is dragged only the last position is
-    restored.  Results come back on GIMP's main loop (``GLib.idle_add``), the only place
+    Requests run one at a time in the order given, except previews: a preview goes ahead
+    of the requests waiting, and a newer one replaces one still waiting, so after a slider
+    is dragged only the last position is restored.  Results come back on GIMP's main loop (``GLib.idle_add``), the only place
     GIMP and GTK may be called from.
     """
 
@@ -177,10 +183,12 @@ class BackgroundWorker:
         self._thread.start()
 
     def submit(self, kind, header, payload, on_result, on_error):
+        job = (kind, header, payload, on_result, on_error)
         with self._wake:
-            if kind == "preview":
-                self._jobs = [job for job in self._jobs if job[0] != "preview"]
-            self._jobs.append((kind, header, payload, on_result, on_error))
+            if kind == "preview":  # the one thing the user is looking at goes first
+                self._jobs = [job, *(queued for queued in self._jobs if queued[0] != "preview")]
+            else:
+                self._jobs.append(job)
             self._wake.notify()
 
     def _serve(self):
@@ -238,6 +246,7 @@ class FilterDialog:
         self._pulse_timer = 0
         self.preview_shown = None  # what the preview shows: view, region, qf, split; read by the test hook
         self.listeners = []
+        self.timings = {}  # seconds from the plug-in's start to each stage; reported for measurements
 
         GimpUi.init(PROCEDURE)
         self._fit_model_to_image(procedure)
@@ -289,18 +298,38 @@ class FilterDialog:
         """The header's QF first (no pixels, no network), then the core's choice on the pixels."""
         hints = _file_hints(self.drawable, self.image)
         self.worker.submit("header", {"op": "header", **hints}, b"", self._on_header, self._on_error)
-        GLib.idle_add(self._send_pixels_for_estimate)
         Gimp.progress_init("Estimating the JPEG quality")
 
     def _send_pixels_for_estimate(self):
-        if self.closed:
-            return False
+        """Reads the pixels to estimate on in strips, between which the dialog stays live.
+
+        8-bit is enough for the estimate (FBCNN-D works on 8-bit values, as the JPEG was) and a
+        quarter of the bytes of float: a 24 MP image is 72 MB to read and send, not 288.
+        """
         rect = _region(self.drawable) or (0, 0, self.drawable.get_width(), self.drawable.get_height())
-        header, data, _ = _pixel_request("estimate", self.drawable, rect, self.config, self.image)
-        self.worker.submit("estimate", header, data, self._on_estimate, self._on_error)
-        return False
+        x, y, width, height = rect
+        fmt, channels = _babl_format(self.drawable)
+        fmt = fmt.replace(" float", " u8")
+        strips, buffer = [], self.drawable.get_buffer()
+        Gimp.progress_set_text("Estimating the JPEG quality: reading the pixels")
+        for top in range(y, y + height, ESTIMATE_STRIP):
+            if self.closed:
+                return
+            rows = min(ESTIMATE_STRIP, y + height - top)
+            strips.append(bytes(buffer.get(Gegl.Rectangle.new(x, top, width, rows), 1.0, fmt,
+                                           Gegl.AbyssPolicy.CLAMP)))
+            Gimp.progress_update((top + rows - y) / height)
+            yield True
+        header = {"op": "estimate", "width": width, "height": height, "channels": channels, "format": "u8",
+                  **_network_options(self.config), **_file_hints(self.drawable, self.image)}
+        self.worker.submit("estimate", header, b"".join(strips), self._on_estimate, self._on_error)
+        Gimp.progress_set_text("Estimating the JPEG quality")
+
+    def _mark(self, stage):
+        self.timings.setdefault(stage, round(time.monotonic() - STARTED, 3))
 
     def _on_header(self, reply, data):
+        self._mark("header")
         if self.closed or self.estimate_final:
             return False
         if reply.get("qf"):
@@ -308,15 +337,25 @@ class FilterDialog:
             self.status.set_text(_describe(reply["qf"]) + "\nChecking the pixels…")
         else:
             self.status.set_text("No JPEG quality recorded for this image; estimating it from the pixels…")
+        # The preview at the header's QF is asked for before the pixels' check, which takes longer.
+        if self._preview_timer:
+            GLib.source_remove(self._preview_timer)
+        self._request_preview()
+        reading = self._send_pixels_for_estimate()
+        GLib.idle_add(lambda: next(reading, False))
         return False
 
     def _on_estimate(self, reply, data):
-        if self.closed:
-            return False
         self.estimate_final = True
+        self._mark("estimate")
+        if self.closed:  # OK was pressed while it ran: the run uses it, no need to estimate again
+            self.estimate = reply["qf"]
+            _report({"estimate": reply["qf"]})
+            return False
         self._stop_pulse()
         self._use_estimate(reply["qf"])
         self.status.set_text(_describe(reply["qf"]))
+        self.status.set_tooltip_text(reply["qf"].get("reason"))  # the core's full reasoning
         _report({"estimate": reply["qf"]})
         Gimp.progress_end()
         self._notify("estimate")
@@ -346,6 +385,8 @@ class FilterDialog:
         if not self.closed:
             self._stop_pulse()
             self.status.set_text(f"JPEG artifact removal failed: {error}")
+            _report({"error": str(error)})
+            self._notify("error")
         return False
 
     # -- the preview -------------------------------------------------------------
@@ -382,6 +423,7 @@ class FilterDialog:
         def on_result(reply, pixels):
             if not self.closed and serial == self.preview_serial:  # an older view is never drawn
                 self.preview.draw_buffer(pixels, width * channels)
+                self._mark("first preview")
                 self.preview_shown = shown
                 self._notify("preview")
             return False
@@ -394,10 +436,12 @@ class FilterDialog:
             listener(self, event)
 
     def run(self):
+        self.dialog.connect("map-event", lambda *args: self._mark("shown"))
         self.dialog.show()
         self.start_estimate()
         accepted = self.dialog.run()
         self.closed = True
+        _report({"timings": self.timings})
         for timer in (self._preview_timer, self._pulse_timer):
             if timer:
                 GLib.source_remove(timer)
@@ -471,12 +515,16 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
         try:
             command = worker_command(SETTINGS)
             if run_mode == Gimp.RunMode.INTERACTIVE:
+                called = round(time.monotonic() - STARTED, 3)
                 background = BackgroundWorker(command)
                 dialog = FilterDialog(procedure, config, image, drawables[0], background)
+                dialog.timings["procedure called"] = called
                 _install_test_hooks(dialog)
                 accepted = dialog.run()
                 Gimp.progress_init("Starting the FBCNN worker")
                 client = background.finish()
+                while GLib.MainContext.default().iteration(False):  # results that arrived meanwhile
+                    pass
                 if not accepted:
                     client.close()
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
@@ -531,7 +579,7 @@ def _install_test_hooks(dialog):
     ("split" is the split-view box, other keys are the procedure's properties).  After every
     step's preview the screen is saved to FBCNN_GIMP_TEST_SCREENSHOT with the step's number
     in the name, with a report of where the preview is and what the dialog shows; after the
-    last, OK is pressed.
+    last, OK is pressed (Cancel with FBCNN_GIMP_TEST_FINISH=cancel).
     """
     steps = os.environ.get("FBCNN_GIMP_TEST_STEPS")
     if not steps:
@@ -540,6 +588,9 @@ def _install_test_hooks(dialog):
     screenshot = os.environ.get("FBCNN_GIMP_TEST_SCREENSHOT")
 
     def listener(dialog, event):
+        if event == "error":  # shown in the dialog and reported; a test must not wait for ever
+            dialog.dialog.response(Gtk.ResponseType.CANCEL)
+            return
         shown = dialog.preview_shown
         if state["busy"] or not dialog.estimate_final or shown is None:
             return
@@ -554,7 +605,8 @@ def _install_test_hooks(dialog):
             _report({"screen": _screenshot(dialog, f"{root}-{state['index']}{extension}"), "step": state["index"]})
         state["index"] += 1
         if state["index"] == len(state["steps"]):
-            dialog.dialog.response(Gtk.ResponseType.OK)
+            cancel = os.environ.get("FBCNN_GIMP_TEST_FINISH") == "cancel"
+            dialog.dialog.response(Gtk.ResponseType.CANCEL if cancel else Gtk.ResponseType.OK)
             return False
         state["after"] = dialog.preview_serial
         for name, value in state["steps"][state["index"]].items():

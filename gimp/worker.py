@@ -21,18 +21,26 @@ from fbcnn_plugins.gimp.protocol import PROTOCOL_VERSION, read_message, write_me
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
+#: Pixel formats a request may use: float32 (what is restored) or 8-bit (enough to estimate the QF of
+#: a large image, at a quarter of the bytes to read and send).
+PIXEL_FORMATS = {"float": np.dtype("<f4"), "u8": np.dtype(np.uint8)}
+
+
 def pixels_from(header: dict[str, Any], payload: bytes) -> np.ndarray:
-    """The request's float32 HxWxC pixels, checked against the sizes it announced."""
+    """The request's HxWxC pixels (float32, or uint8 with ``"format": "u8"``), checked against the sizes it announced."""
     try:
         width, height, channels = int(header["width"]), int(header["height"]), int(header["channels"])
     except (KeyError, TypeError, ValueError):
         raise ValueError("request lacks integer width, height and channels") from None
     if width < 1 or height < 1 or channels not in (1, 2, 3, 4):
         raise ValueError(f"bad pixel block {width}x{height}x{channels}")
-    expected = width * height * channels * 4
+    dtype = PIXEL_FORMATS.get(header.get("format", "float"))
+    if dtype is None:
+        raise ValueError(f"unknown pixel format {header.get('format')!r}; use {' or '.join(PIXEL_FORMATS)}")
+    expected = width * height * channels * dtype.itemsize
     if len(payload) != expected:
         raise ValueError(f"pixel block of {width}x{height}x{channels} needs {expected} bytes, got {len(payload)}")
-    return np.frombuffer(payload, dtype="<f4").reshape(height, width, channels)
+    return np.frombuffer(payload, dtype=dtype).reshape(height, width, channels)
 
 
 def file_hints(header: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,20 @@ def registration(procedure):
     return found
 
 
+def open_job(job, folder, result):
+    """Opens the dialog on an image and runs nothing else (the dialog's own hooks close it)."""
+    image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["input"]))
+    procedure = Gimp.get_pdb().lookup_procedure(PROCEDURE)
+    config = procedure.create_config()
+    config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", image.get_layers())
+    outcome = procedure.run(config)
+    result["status"] = outcome.index(0).value_nick
+    result["success"] = True
+    image.delete()
+
+
 def restore_job(job, folder, result):
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(job["input"]))
     if job.get("precision") == "u16":
@@ -145,7 +159,7 @@ def main():
     folder = os.path.dirname(os.environ["FBCNN_GIMP_JOB"])
     result = {"success": False}
     try:
-        {"restore": restore_job, "inspect": inspect_job, "build": build_job}[job["action"]](job, folder, result)
+        {"restore": restore_job, "inspect": inspect_job, "build": build_job, "open": open_job}[job["action"]](job, folder, result)
     except Exception:
         result["error"] = traceback.format_exc()
     with open(os.path.join(folder, "result.json"), "w", encoding="utf-8") as handle:

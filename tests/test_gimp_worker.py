@@ -177,6 +177,12 @@ def test_worker_estimate_prefers_the_jpeg_header(worker, tmp_path):
     # The image was scaled since it was opened: the file's header no longer applies.
     scaled = _request(worker, "estimate", pixels[:64, :64], jpeg_path=str(path), image_size=[64, 64])[0]["qf"]
     assert scaled["source"] != "header"
+    # The dialog sends 8-bit pixels for the estimate (a quarter of the bytes): same answer for 8-bit sources.
+    eight_bit = np.rint(pixels * 255).astype(np.uint8)
+    header = {"op": "estimate", "width": 128, "height": 96, "channels": 3, "device": "cpu", "format": "u8"}
+    assert worker.request(header, eight_bit.tobytes())[0]["qf"] == alone
+    with pytest.raises(WorkerError, match="unknown pixel format 'u16'"):
+        worker.request(dict(header, format="u16"), eight_bit.tobytes())
     # No file on disk any more: GIMP's jpeg-settings parasite speaks for it.
     parasite = _request(worker, "estimate", pixels, jpeg_path=str(tmp_path / "gone.jpg"), image_size=size,
                         jpeg_settings=[3, 33, 3, 0, 2, 2, 1, 1, 1, 1])[0]["qf"]
