@@ -190,16 +190,16 @@ def decide(
     grid = None if trusted is None else trusted.quality
     depth = "" if trusted is None else f"depth {trusted.depth:.2f}"
     if grid is not None and header is not None and grid <= header - OVERRULE_MARGIN:
-        base, source = grid, "dominant"
+        base, source, basis = grid, "dominant", f"FBCNN-D's QF {grid}"
         reason = (f"the pixels keep the 8x8 grid of an earlier, stronger compression (QF {grid}, "
                   f"grid shift {trusted.shift}, {depth}) under the header's QF {header}")
     elif header is not None:
-        base, source = header, "header"
+        base, source, basis = header, "header", f"the header's QF {header}"
         reason = f"the JPEG file's tables say QF {header}"
         if grid is not None:
             reason += f" and the pixels' grid agrees (FBCNN-D {grid}, {depth})"
     elif grid is not None:
-        base, source = grid, "dominant"
+        base, source, basis = grid, "dominant", f"FBCNN-D's QF {grid}"
         kind = "a non-aligned double JPEG's first" if trusted.double_compressed else "a JPEG"
         reason = f"the pixels carry {kind} 8x8 grid at QF {grid} ({depth}, shift {trusted.shift})"
     else:
@@ -210,8 +210,8 @@ def decide(
                 and HEAVIER_DAMAGE_MARGIN <= gap <= HEAVIER_DAMAGE_MAX_GAP):
             qf = clamp_qf(max(EXTRAPOLATION_FLOOR, predicted - EXTRAPOLATION * gap))
             return QFDecision(qf, "predicted", (
-                f"the network sees heavier damage (QF {predicted:.1f}) than {reason.split(' (')[0]}: a high "
-                f"last save over an earlier compression whose grid is gone (resized or edited); "
+                f"the network sees heavier damage (QF {predicted:.1f}) than {basis}: a high last save over "
+                f"an earlier compression whose grid is gone (resized or edited), so the QF goes "
                 f"{EXTRAPOLATION:g}x the gap below the prediction"), **facts)
         return QFDecision(base, source, reason, **facts)
     why_not_grid = ("the image is too small for FBCNN-D" if dominant is None else

@@ -81,13 +81,18 @@ def test_held_qf_no_longer_follows_the_gop(restorer):
         assert held[shot][0] <= np.median(predicted[shot])  # leaning to the more damaged frames
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
-def test_mpeg2_clip_gets_one_strength_per_scene(tmp_path, restorer):
-    """A real MPEG-2 encode (GOP 12, two B frames, B frames quantised 2.5x coarser, I frames finer) of two shots."""
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+
+
+@pytest.fixture(scope="module")
+def mpeg2_frames(tmp_path_factory) -> list[np.ndarray]:
+    """A real MPEG-2 encode (GOP 12, two B frames, B frames quantised 2.5x coarser, I frames finer) of
+    two panning shots, decoded frame by frame."""
+    folder = tmp_path_factory.mktemp("mpeg2")
     clean = pan(data.astronaut(), 12, 128) + pan(data.chelsea(), 12, 128)
-    raw = tmp_path / "clip.rgb"
+    raw = folder / "clip.rgb"
     raw.write_bytes(b"".join(f.tobytes() for f in clean))
-    clip = tmp_path / "clip.m2v"
+    clip = folder / "clip.m2v"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "128x128", "-r", "25",
                     "-i", str(raw), "-c:v", "mpeg2video", "-g", "12", "-bf", "2", "-sc_threshold", "1000000000",
                     "-qscale:v", "8", "-b_qfactor", "2.5", "-b_qoffset", "0", "-i_qfactor", "0.6", str(clip)], check=True)
@@ -95,6 +100,12 @@ def test_mpeg2_clip_gets_one_strength_per_scene(tmp_path, restorer):
                              check=True, capture_output=True).stdout
     frames = list(np.frombuffer(decoded, dtype=np.uint8).reshape(-1, 128, 128, 3))
     assert len(frames) == 24
+    return frames
+
+
+@needs_ffmpeg
+def test_mpeg2_clip_gets_one_strength_per_scene(mpeg2_frames, restorer):
+    frames = mpeg2_frames
     predicted = [restorer.predict_qf(frame) for frame in frames]
     starts = detect_scene_starts([luma(f) for f in frames], peak=255.0)
     assert [k for k, s in enumerate(starts) if s] == [0, 12]
