@@ -76,7 +76,9 @@ def test_rerun_on_a_folder_skips_outputs_and_temporaries_and_resumes(tmp_path, c
     outputs = {p.name: p.read_bytes() for p in folder.glob("*_fbcnn.png")}
     assert len(outputs) == 3
     (folder / "p2_fbcnn.png").unlink()  # as if the batch had been stopped before the last file...
-    (folder / ".p2_fbcnn.k3j_x9.part.png").write_bytes(b"\x89PNG half")  # ...by SIGKILL while writing it
+    stale = folder / ".p2_fbcnn.k3j_x9.part.png"
+    stale.write_bytes(b"\x89PNG half")  # ...by SIGKILL while writing it, an hour ago
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
     code, out, err = run_cli("restore", folder, "--qf", 30, "--skip-existing", "--json", capsys=capsys)
     assert code == 0, err
     report = json.loads(out)
@@ -86,6 +88,7 @@ def test_rerun_on_a_folder_skips_outputs_and_temporaries_and_resumes(tmp_path, c
     skipped = {Path(f["input"]).name: f["skipped"] for f in report["files"] if "skipped" in f}
     assert skipped["p0.jpg"] == "output exists" and "in this run" in skipped["p0_fbcnn.png"]
     assert not list(folder.glob("*_fbcnn_fbcnn*"))
+    assert not leftovers(folder)  # the killed write's temporary file went once its output was written
     for name, data in outputs.items():
         if name != "p2_fbcnn.png":
             assert (folder / name).read_bytes() == data  # finished files untouched

@@ -183,4 +183,5 @@ def check_writable(folders: set[Path]) -> None:
             with tempfile.TemporaryFile(dir=existing, prefix=".fbcnn-write-check."):
                 pass
         except OSError as error:
-            raise PlanError(f"cannot write outputs to {folder}: {error.strerror or error}") from None
+            where = "" if existing == folder else f" (no file can be created in {existing})"
+            raise PlanError(f"cannot write outputs to {folder}{where}: {error.strerror or error}") from None

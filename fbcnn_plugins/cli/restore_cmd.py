@@ -238,7 +238,9 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=N
             result = _restore_pixels(job, pixels, restorer, qf, header, used, progress)
             used = used or result.qf  # one QF for every frame: an animation keeps one look
             restored.append(result.image)
-    for caught_warning in caught:  # each warning once, naming the file
+    for caught_warning in caught:  # each warning about the work once, naming the file
+        if not issubclass(caught_warning.category, (UserWarning, RuntimeWarning)):
+            continue  # deprecations and the like are for developers, not for this file's report
         text = str(caught_warning.message)
         note = text if str(job.source) in text else f"{job.source}: {text}"
         if note not in notes:
@@ -248,6 +250,7 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=N
     job.target.parent.mkdir(parents=True, exist_ok=True)
     image_files.write_frames(job.target, restored, durations=image.durations, loop=image.info.get("loop", 0),
                              icc_profile=image.icc_profile, exif=image.exif, overwrite=args.overwrite)
+    remove_stale_temporaries(job.target)
     record = {"qf": used.value, "qf_source": used.source, "qf_predicted": used.predicted,
               "size": [int(frames[0].shape[1]), int(frames[0].shape[0])]}
     if len(frames) > 1:
@@ -255,6 +258,27 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=N
     if notes:
         record["warnings"] = notes
     return record
+
+
+def remove_stale_temporaries(target: Path, *, older_than_s: float = 60.0) -> list[Path]:
+    """Delete the temporary files a killed earlier write of ``target`` left beside it (none of ours is open now).
+
+    Only files older than ``older_than_s`` go, so that another process writing the same
+    output at this moment keeps its temporary file.
+    """
+    import glob
+
+    removed = []
+    now = time.time()
+    pattern = f".{glob.escape(target.stem)}.*.part{glob.escape(target.suffix)}"
+    for stale in target.parent.glob(pattern):
+        try:
+            if now - stale.stat().st_mtime > older_than_s:
+                stale.unlink()
+                removed.append(stale)
+        except OSError:  # gone already, or not ours to remove: it is ignored by every run anyway
+            continue
+    return removed
 
 
 def _restore_pixels(job: Job, pixels, restorer, qf, header, used, progress):
