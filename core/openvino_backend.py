@@ -16,6 +16,8 @@ so one conversion serves every tile and frame size.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -23,8 +25,9 @@ import platform
 import shutil
 import sys
 import tempfile
-import threading
+import queue
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +36,36 @@ import torch
 
 from .network import FBCNN, EncodedTile, _pad_to_multiple
 
-#: Graph variants: the restoration at a given QF, the encoder with the QF branch's pooled
-#: features, and the decoder on the encoder's outputs (the last two share an encoder pass).
-GRAPHS = ("restore", "encode", "decode")
+#: Graph variants: the restoration at a given QF; a whole image restored at its own rounded
+#: predicted QF in one pass; the encoder with the QF branch's pooled features, and the decoder
+#: on the encoder's outputs (these two share an encoder pass between several tiles).
+GRAPHS = ("restore", "blind", "encode", "decode")
 #: Bumped when the graphs' inputs or outputs change, so older cached conversions are not read.
-GRAPH_FORMAT = 1
+GRAPH_FORMAT = 2
+
+
+@functools.lru_cache(maxsize=1)
+def openvino_unavailable() -> str | None:
+    """Why OpenVINO cannot run in this process, or None when it can.
+
+    Installed is not enough: a process that has already loaded another OpenVINO runtime (a
+    VapourSynth plugin bundling its own, such as vs-mlrt's) refuses the Python package's.
+    """
+    if importlib.util.find_spec("openvino") is None:
+        return "openvino is not installed (pip install 'fbcnn-plugins[openvino]')"
+    try:
+        import openvino  # noqa: F401
+    except Exception as error:  # ImportError, or the runtime's own version check
+        return f"openvino cannot be loaded in this process: {str(error).strip().splitlines()[-1]}"
+    return None
 
 
 def openvino_installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
+    return openvino_unavailable() is None
 
 
 def openvino_suits_this_machine() -> bool:
-    """True where OpenVINO is the faster CPU engine: x86-64 CPUs with the extra installed."""
+    """True where OpenVINO is the faster CPU engine: x86-64 CPUs where the extra loads."""
     return platform.machine().lower() in ("x86_64", "amd64") and openvino_installed()
 
 
@@ -83,6 +103,21 @@ class _Restore(torch.nn.Module):
         return self.network.decode(self.network.encode(x), control)
 
 
+class _Blind(torch.nn.Module):
+    """Restores at the network's own QF prediction, rounded to an integer QF as the Restorer does."""
+
+    def __init__(self, network: FBCNN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.network.encode(x)
+        predicted = self.network.qf_pred(features[-1])
+        # clamp_qf: round half to even (as Python's round and torch.round do), then 1..100.
+        qf = torch.clamp(torch.round((1.0 - predicted) * 100.0), 1.0, 100.0)
+        return self.network.decode(features, 1.0 - qf / 100.0), predicted, qf
+
+
 class _Encode(torch.nn.Module):
     def __init__(self, network: FBCNN) -> None:
         super().__init__()
@@ -114,6 +149,8 @@ def _convert(network: FBCNN, graph: str) -> Any:
     scalar = ov.PartialShape([-1, 1])
     if graph == "restore":
         module, example, shapes = _Restore(network), (x, control), [image, scalar]
+    elif graph == "blind":
+        module, example, shapes = _Blind(network), (x,), [image]
     elif graph == "encode":
         module, example, shapes = _Encode(network), (x,), [image]
     else:
@@ -158,12 +195,20 @@ def _fp32_copy(network: FBCNN) -> FBCNN:
     return copy.deepcopy(network).to("cpu", torch.float32).eval()
 
 
+def ov_tensor(array: np.ndarray) -> Any:
+    import openvino as ov
+
+    return ov.Tensor(np.ascontiguousarray(array, dtype=np.float32))
+
+
 class OpenVINONetwork:
     """FBCNN compiled for the CPU by OpenVINO, with the PyTorch network's restoration methods.
 
     Inputs and outputs are float32 CPU tensors; ``precision`` (fp32 or bf16) is the
-    compute precision OpenVINO is told to use inside.  Each thread gets its own infer
-    requests, so VapourSynth's parallel frame requests can share one instance.
+    compute precision OpenVINO is told to use inside.  Infer requests come from a pool, one
+    per concurrent call, so VapourSynth's parallel frame requests can share one instance.
+    (Not thread-local storage: VapourSynth gives each callback a fresh Python thread state and
+    deletes it afterwards, and an infer request freed with it crashes the interpreter.)
     """
 
     def __init__(self, network: FBCNN, precision: torch.dtype = torch.float32, cache: Path | None = None) -> None:
@@ -184,19 +229,25 @@ class OpenVINONetwork:
             "CACHE_DIR": str(paths["restore"].parent / "compiled"),
         }
         self._compiled = {graph: core.compile_model(core.read_model(path), "CPU", config) for graph, path in paths.items()}
-        self._local = threading.local()
+        self._idle: dict[str, queue.SimpleQueue] = {graph: queue.SimpleQueue() for graph in GRAPHS}
 
-    def _request(self, graph: str) -> Any:
-        requests = self._local.__dict__.setdefault("requests", {})
-        if graph not in requests:
-            requests[graph] = self._compiled[graph].create_infer_request()
-        return requests[graph]
+    @contextlib.contextmanager
+    def _request(self, graph: str) -> Iterator[Any]:
+        try:
+            request = self._idle[graph].get_nowait()
+        except queue.Empty:
+            request = self._compiled[graph].create_infer_request()
+        try:
+            yield request
+        finally:
+            self._idle[graph].put(request)
 
     def _infer(self, graph: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        request = self._request(graph)
-        request.infer([np.ascontiguousarray(value, dtype=np.float32) for value in inputs])
-        # Copies: the request reuses its output buffers on its next call.
-        return [np.array(request.get_output_tensor(i).data, copy=True) for i in range(len(self._compiled[graph].outputs))]
+        with self._request(graph) as request:
+            request.infer([np.ascontiguousarray(value, dtype=np.float32) for value in inputs])
+            # Copies: the request reuses its output buffers on its next call.
+            return [np.array(request.get_output_tensor(i).data, copy=True)
+                    for i in range(len(self._compiled[graph].outputs))]
 
     # -- the methods the Restorer calls on a network ------------------------------
     def restore(self, x: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
@@ -204,20 +255,41 @@ class OpenVINONetwork:
         (y,) = self._infer("restore", [_pad_to_multiple(x.float()).numpy(), control.float().numpy()])
         return torch.from_numpy(y)[..., :height, :width]
 
+    def restore_predicted(self, x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """Restore at the input's own predicted QF in one pass: (output, predicted QF, integer QF used).
+
+        For an image that is one tile: the prediction and the restoration share the encoder
+        inside one graph, so predicting costs only the QF branch.
+        """
+        height, width = x.shape[-2:]
+        y, predicted, used = self._infer("blind", [_pad_to_multiple(x.float()).numpy()])
+        return torch.from_numpy(y)[..., :height, :width], (1.0 - float(predicted[0, 0])) * 100.0, int(used[0, 0])
+
     def encode_tile(self, x: torch.Tensor) -> EncodedTile:
         height, width = x.shape[-2:]
         padded = _pad_to_multiple(x.float())
-        *features, quality_sum = self._infer("encode", [padded.numpy()])
+        # A request of its own: its output tensors hold the features until decode_tile reads them in place.
+        request = self._compiled["encode"].create_infer_request()
+        request.infer([np.ascontiguousarray(padded.numpy())])
+        outputs = [request.get_output_tensor(i) for i in range(len(self._compiled["encode"].outputs))]
+        quality_sum = torch.from_numpy(np.array(outputs[-1].data, copy=True))
         count = (padded.shape[-2] // 8) * (padded.shape[-1] // 8)
-        return EncodedTile(tuple(features), torch.from_numpy(quality_sum), count, height, width)
+        return EncodedTile((request, *outputs[:-1]), quality_sum, count, height, width)
 
     def decode_tile(self, encoded: EncodedTile, control: torch.Tensor) -> torch.Tensor:
-        (y,) = self._infer("decode", [*encoded.features, control.float().numpy()])
+        _, *features = encoded.features
+        with self._request("decode") as request:
+            for i, tensor in enumerate(features):
+                request.set_input_tensor(i, tensor)
+            request.set_input_tensor(len(features), ov_tensor(control.float().numpy()))
+            request.infer()
+            y = np.array(request.get_output_tensor(0).data, copy=True)
         return torch.from_numpy(y)[..., : encoded.height, : encoded.width]
 
     def quality_feature_sum(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        encoded = self.encode_tile(x)
-        return encoded.quality_sum, encoded.quality_count
+        padded = _pad_to_multiple(x.float())
+        *_, quality_sum = self._infer("encode", [padded.numpy()])
+        return torch.from_numpy(quality_sum), (padded.shape[-2] // 8) * (padded.shape[-1] // 8)
 
     def quality_from_features(self, mean_features: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -183,6 +183,13 @@ class Restorer:
             raise ValueError(f"model {loaded.name!r} takes {loaded.in_channels} channels, the image has {image.shape[1]}")
         tiles = list(iter_tiles(image.shape[2], image.shape[3], self.tile, self.overlap))
         encoded: dict[int, EncodedTile] = {}
+        if not isinstance(wanted, int) and len(tiles) == 1 and hasattr(network, "restore_predicted") \
+                and not self.self_ensemble:
+            # One tile, on an engine with a one-pass graph for it: predict and restore together.
+            restored, predicted, used = network.restore_predicted(self.to_device(image))
+            if progress:
+                progress(1, 1)
+            return restored.float().cpu(), QFEstimate(used, "predicted", predicted)
         if isinstance(wanted, int):
             estimate = QFEstimate(wanted, "given")
         elif self.self_ensemble or not tiles_predict_well(tiles, image.shape[2], image.shape[3]):
@@ -208,8 +215,10 @@ class Restorer:
 
     @torch.inference_mode()
     def encode_sample(self, image: torch.Tensor, network: torch.nn.Module, tiles: list[Tile]) -> dict[int, EncodedTile]:
-        """Encoder features of up to QF_SAMPLE_TILES of ``tiles``, spread evenly, by tile index."""
-        picks = sorted(set(np.linspace(0, len(tiles) - 1, min(len(tiles), QF_SAMPLE_TILES)).round().astype(int).tolist()))
+        """Encoder features of a few of ``tiles`` (at most QF_SAMPLE_TILES, each in the middle of an
+        equal share of the tiles, so they spread over the image), by tile index."""
+        wanted = min(len(tiles), QF_SAMPLE_TILES)
+        picks = sorted({int((k + 0.5) * len(tiles) / wanted) for k in range(wanted)})
         return {i: network.encode_tile(self.to_device(image[:, :, t.top : t.bottom, t.left : t.right]))
                 for i, t in ((i, tiles[i]) for i in picks)}
 
@@ -262,7 +271,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
     The environment variable FBCNN_BACKEND, when set, replaces ``auto`` for every front end at
     once (a GIMP or VapourSynth user who wants PyTorch everywhere, or a test run).
     """
-    from .openvino_backend import openvino_installed, openvino_suits_this_machine
+    from .openvino_backend import openvino_suits_this_machine, openvino_unavailable
 
     name = backend.strip().lower()
     if name == "auto":
@@ -275,8 +284,9 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
     if name == "openvino":
         if device.type != "cpu":
             raise DeviceError(f"the OpenVINO backend runs on the CPU; device {device} needs backend 'pytorch'")
-        if not openvino_installed():
-            raise DeviceError("backend 'openvino' needs the openvino extra: pip install 'fbcnn-plugins[openvino]'")
+        problem = openvino_unavailable()
+        if problem:
+            raise DeviceError(f"backend 'openvino': {problem}")
     return name
 
 

@@ -4,8 +4,9 @@ Peak memory is a high-water mark that a process can only raise, so a second
 measurement in the same process would inherit the first one's peak; each
 measurement therefore runs in a child interpreter and reports JSON.  Speed is
 megapixels per second through ``Restorer.restore`` (tiling and conversions
-included), the best of a few runs after one warm-up call, since the first call
-pays for one-time allocations and kernel selection.  Pixel content does not
+included), the best of a few runs after one warm-up call on the same image, since
+the first call at each tile shape pays for one-time allocations and kernel selection
+(oneDNN's and OpenVINO's alike).  Pixel content does not
 change the work a convolutional network does, so the input is random.
 
 Used by ``fbcnn bench`` (the registered models) and ``benchmarks/bench_core.py``
@@ -20,10 +21,6 @@ import sys
 import time
 from typing import Any
 
-#: Size of the warm-up call; big enough for cuDNN/oneDNN to pick the kernels the real run uses.
-WARM_UP = 256
-
-
 class _StopAfterTiles(Exception):
     pass
 
@@ -35,6 +32,8 @@ def measure(
     gray: bool = False,
     device: str = "cpu",
     precision: str = "fp32",
+    backend: str = "pytorch",
+    qf: int | str = 30,
     width: int = 512,
     height: int = 512,
     tile: int | None = None,
@@ -51,6 +50,7 @@ def measure(
     import numpy as np
     import torch
 
+    from fbcnn_plugins.core.device import precision_name
     from fbcnn_plugins.core.restorer import Restorer
     from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
@@ -64,7 +64,7 @@ def measure(
         loaded: Any = LoadedModel(create_network(config, channels).eval(), f"random-{config}", get_config(config), channels)
     else:
         loaded = model
-    restorer = Restorer(loaded, device=device, precision=None if precision == "fp32" else precision,
+    restorer = Restorer(loaded, device=device, precision=precision, backend=backend,
                         tile=tile or DEFAULT_TILE, self_ensemble=self_ensemble)
     shape = (height, width) if gray else (height, width, 3)
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
@@ -77,7 +77,7 @@ def measure(
             raise _StopAfterTiles
 
     if not stop_after_tiles:
-        restorer.restore(image[:WARM_UP, :WARM_UP], qf=30)
+        restorer.restore(image, qf=qf)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats(restorer.device)
     times, completed = [], True
@@ -85,7 +85,7 @@ def measure(
         _synchronize(restorer.device)
         started = time.perf_counter()
         try:
-            restorer.restore(image, qf=30, progress=progress)
+            restorer.restore(image, qf=qf, progress=progress)
         except _StopAfterTiles:
             completed = False
         _synchronize(restorer.device)
@@ -99,7 +99,8 @@ def measure(
     else:
         peak, memory_kind = peak_rss_mib(), "process RSS"
     return {
-        "model": restorer.model_for(gray).name, "device": str(restorer.device), "precision": precision,
+        "model": restorer.model_for(gray).name, "device": str(restorer.device),
+        "precision": precision_name(restorer.dtype), "backend": restorer.backend, "qf": qf,
         "size": f"{width}x{height}", "tile": restorer.tile, "self_ensemble": self_ensemble,
         "seconds": best, "mp_per_s": width * height * done / 1e6 / best, "completed": completed,
         "tiles": f"{tiles['done']}/{tiles['total']}", "peak_memory_mib": peak, "memory_kind": memory_kind,

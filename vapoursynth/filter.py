@@ -330,6 +330,11 @@ class _FrameEngine:
             with self.lock:
                 if n in self.batch_results:
                     return self.batch_results.pop(n)
+        if self.qf_for_frame is None and not self.smoothing and self.batch_size == 1 and self.streams is None:
+            # The core predicts the QF from the restoring pass's own encoder features: no second pass.
+            frame = window[n]
+            restored, estimate = self.restorer.restore_tensor(self.network_input(self.to_tensor(frame)), gray=self.gray)
+            return self.network_output(restored, frame.format.num_planes), estimate.value, estimate.predicted
         batch = [n]
         if self.batch_size > 1:
             start = n - n % self.batch_size

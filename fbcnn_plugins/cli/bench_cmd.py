@@ -1,8 +1,10 @@
 """``fbcnn bench``: how fast a model restores on this machine, and at what memory cost.
 
-For picking a device, precision and tile size before a long batch: every
+For picking a device, engine, precision and tile size before a long batch: every
 setting asked for is measured in the same run, so the ratios between them hold
-even on a noisy machine where the absolute numbers drift.
+even on a noisy machine where the absolute numbers drift.  Without options it
+compares every engine and precision worth trying on this machine against PyTorch
+fp32 and says which one the default (``auto``) picks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--precision", nargs="+", choices=["fp32", "fp16", "bf16"],
                         help="precisions to compare (default: fp32, plus bf16 on CPUs with bf16 hardware, fp16 and bf16 on CUDA GPUs)")
+    parser.add_argument("--backend", nargs="+", choices=["pytorch", "openvino"],
+                        help="engines to compare (default: every engine usable here when --precision is not given, "
+                        "else the default engine)")
+    parser.add_argument("--qf", default="30", metavar="N|auto",
+                        help="QF driving the network (default: 30); auto also measures predicting it")
     parser.add_argument("--size", nargs=2, type=int, default=[1024, 768], metavar=("W", "H"),
                         help="image size in pixels (default: 1024 768)")
     parser.add_argument("--tile", type=int, nargs="+", help="tile sizes to compare, multiples of 8 (default: 512)")
@@ -32,7 +39,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from fbcnn_plugins.benchmark import measure_in_child
     from fbcnn_plugins.core.catalog import load_model
-    from fbcnn_plugins.core.device import DeviceError, resolve_device, resolve_precision
+    from fbcnn_plugins.core.device import DeviceError, precision_name, resolve_device, resolve_precision
+    from fbcnn_plugins.core.quality import parse_qf
+    from fbcnn_plugins.core.restorer import resolve_backend
     from fbcnn_plugins.core.tiling import DEFAULT_TILE, check_tiling, default_overlap
 
     width, height = args.size
@@ -44,10 +53,15 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
         for tile in tiles:
             check_tiling(tile, default_overlap(tile))
+        qf = parse_qf(args.qf)
+        if qf not in ("auto", "predicted") and not isinstance(qf, int):
+            raise ValueError(f"--qf must be a number or auto, got {args.qf!r}")
         device = resolve_device(args.device)
-        precisions = args.precision or default_precisions(device)
-        for precision in precisions:
-            resolve_precision(None if precision == "fp32" else precision, device)
+        default_dtype = resolve_precision(None, device)
+        default = (resolve_backend("auto", device, default_dtype), precision_name(default_dtype))
+        settings = settings_to_compare(device, args.backend, args.precision, default)
+        for backend, precision in settings:
+            resolve_backend(backend, device, resolve_precision(precision, device))
         loaded = load_model(args.model, gray=args.gray)  # a missing model or bad file is reported here, once
         if loaded.is_gray and not args.gray:
             raise ValueError(f"model {loaded.name!r} is a gray model; add --gray")
@@ -57,20 +71,24 @@ def run(args: argparse.Namespace) -> int:
 
     rows, failures = [], 0
     for tile in tiles:
-        for precision in precisions:
+        for backend, precision in settings:
             try:
                 row = measure_in_child(
-                    model=args.model, gray=args.gray, device=str(device), precision=precision, width=width,
-                    height=height, tile=tile, self_ensemble=args.self_ensemble, repeats=args.repeats,
-                    threads=args.threads,
+                    model=args.model, gray=args.gray, device=str(device), precision=precision, backend=backend,
+                    qf=qf, width=width, height=height, tile=tile, self_ensemble=args.self_ensemble,
+                    repeats=args.repeats, threads=args.threads,
                 )
             except RuntimeError as error:
                 # One setting that does not fit (a GPU out of memory at a large tile) must not hide the others.
-                print(f"fbcnn bench: {precision} at tile {tile} on {device} failed: {error}", file=sys.stderr)
+                print(f"fbcnn bench: {backend} {precision} at tile {tile} on {device} failed: {error}", file=sys.stderr)
                 failures += 1
                 continue
-            row["speed_ratio"] = row["mp_per_s"] / rows[0]["mp_per_s"] if rows else 1.0
+            row["default"] = (row["backend"], row["precision"]) == default and tile == DEFAULT_TILE
             rows.append(row)
+    # Ratios against PyTorch fp32 (the reference every other setting is checked against), else the first row.
+    baseline = next((r for r in rows if (r["backend"], r["precision"]) == ("pytorch", "fp32")), rows[0] if rows else None)
+    for row in rows:
+        row["speed_ratio"] = row["mp_per_s"] / baseline["mp_per_s"]
     status = 1 if failures else 0
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -78,14 +96,38 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         return status
     first = rows[0]
-    print(f"{first['model']} on {first['device']}, {first['size']} image, best of {args.repeats}, "
+    reference = f"{baseline['backend']} {baseline['precision']}"
+    print(f"{first['model']} on {first['device']}, {first['size']} image, QF {args.qf}, best of {args.repeats}, "
           f"{first['threads']} CPU threads{', self-ensemble' if args.self_ensemble else ''}")
-    print(f"{'precision':<10}{'tile':>6}{'MP/s':>9}{'s/image':>9}{'vs first':>9}  peak memory")
+    print(f"{'engine':<10}{'precision':<10}{'tile':>6}{'MP/s':>9}{'s/image':>9}{'vs ' + reference:>{max(9, len(reference) + 5)}}  peak memory")
     for row in rows:
         memory = "unknown" if row["peak_memory_mib"] is None else f"{row['peak_memory_mib']:.0f} MiB ({row['memory_kind']})"
-        print(f"{row['precision']:<10}{row['tile']:>6}{row['mp_per_s']:>9.3g}{row['seconds']:>9.2f}"
-              f"{row['speed_ratio']:>8.2f}x  {memory}")
+        mark = "  <- default" if row["default"] else ""
+        print(f"{row['backend']:<10}{row['precision']:<10}{row['tile']:>6}{row['mp_per_s']:>9.3g}{row['seconds']:>9.2f}"
+              f"{row['speed_ratio']:>{max(9, len(reference) + 5) - 1}.2f}x  {memory}{mark}")
+    print(f"default here: {default[0]} {default[1]} (fbcnn restore, GIMP and VapourSynth use it unless told otherwise)")
     return status
+
+
+def settings_to_compare(device, backends: list[str] | None, precisions: list[str] | None,
+                        default: tuple[str, str]) -> list[tuple[str, str]]:
+    """(engine, precision) pairs to measure: PyTorch fp32 first (the reference), the default among them.
+
+    With neither option given: every engine usable here at every precision worth comparing.
+    With only --precision: those precisions on the default engine.
+    """
+    from fbcnn_plugins.core.openvino_backend import openvino_suits_this_machine
+
+    if backends is None:
+        if precisions is not None:
+            backends = [default[0]]
+        else:
+            backends = ["pytorch"] + (["openvino"] if device.type == "cpu" and openvino_suits_this_machine() else [])
+    precisions = precisions or default_precisions(device)
+    pairs = [(b, p) for b in backends for p in precisions if not (b == "openvino" and p == "fp16")]
+    if not pairs:
+        raise ValueError("OpenVINO runs in fp32 or bf16; fp16 is for GPUs through PyTorch")
+    return pairs
 
 
 def default_precisions(device) -> list[str]:
