@@ -7,10 +7,14 @@ other, and one output of 1 or 3 channels.  A network's extra control goes in
 as one more constant plane: vs-mlrt's DPIR takes its strength that way.  So
 the graph exported here takes
 
-    input  (1, C + 1, H, W): the image's C channels in [0, 1], then one plane filled with QF / 100
-    output (1, C, H, W):     the restored image, clamped to [0, 1]
+    input  (1, C + 1, H, W): the image's C channels (0..1), then one plane filled with QF / 100
+    output (1, C, H, W):     the restored image
 
-where C is 3 (RGB) or 1 (gray).  The QF plane is averaged over the tile, so a
+where C is 3 (RGB) or 1 (gray).  As in the ``fbcnn`` VapourSynth filter's YUV
+mode, the network sees the image clamped to [0, 1], its output is clamped to
+[0, 1], and whatever the input had outside that range (the chroma overshoot of
+a YUV to RGB conversion) is added back, so that converting the result back to
+YUV rebuilds the source's chroma.  The QF plane is averaged over the tile, so a
 constant plane gives every tile the same strength.  H and W are dynamic and
 need not be multiples of 8: the graph pads with replicated edges (as the
 network does in PyTorch) and crops again, so the plugins may run whole frames
@@ -56,13 +60,16 @@ class QFPlaneFBCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        image, plane = x[:, :-1], x[:, -1:]
+        image, plane = x[:, :-1].float(), x[:, -1:]
         # The network's control is q = 1 - QF/100 (core.quality.qf_to_scalar).
         control = 1.0 - plane.float().mean(dim=(2, 3)) * (QF_PLANE_SCALE / 100.0)
-        # Padded here with amounts that are zero for multiples of 8, so the graph has no branch on the size.
-        image = F.pad(image, (0, (-width) % SIZE_MULTIPLE, 0, (-height) % SIZE_MULTIPLE), mode="replicate")
-        restored, _ = self.network(image.to(self.dtype), control.to(self.dtype))
-        return restored[..., :height, :width].float().clamp(0.0, 1.0)
+        # The network sees [0, 1], as in training; what lies outside (chroma overshoot from a YUV
+        # to RGB conversion) is given back afterwards, because the conversion back needs it.
+        clamped = image.clamp(0.0, 1.0)
+        # Padded with amounts that are zero for multiples of 8, so the graph has no branch on the size.
+        padded = F.pad(clamped, (0, (-width) % SIZE_MULTIPLE, 0, (-height) % SIZE_MULTIPLE), mode="replicate")
+        restored, _ = self.network(padded.to(self.dtype), control.to(self.dtype))
+        return restored[..., :height, :width].float().clamp(0.0, 1.0) + (image - clamped)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,11 @@ def _run(path, image: np.ndarray, qf: int) -> np.ndarray:
     return out[0].transpose(1, 2, 0)
 
 
+def _restored(model, image: np.ndarray, qf: int) -> np.ndarray:
+    """The PyTorch restorer's output in fp32, clamped to [0, 1] as the graph clamps it."""
+    return np.clip(Restorer(model.source, device="cpu", precision="fp32").restore(image, qf=qf).image, 0, 1)
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1 / max(np.mean((a.astype(np.float64) - b) ** 2), 1e-20)))
 
@@ -49,9 +54,19 @@ def test_graph_has_the_layout_vs_mlrt_expects(tiny_color_model):
 @pytest.mark.parametrize("qf", [10, 60])
 def test_fp32_graph_equals_the_restorer(tiny_color_model, jpeg_image, qf):
     got = _run(exported_onnx(tiny_color_model.source), jpeg_image, qf)
-    expected = Restorer(tiny_color_model.source, device="cpu", precision="fp32").restore(jpeg_image, qf=qf).image
+    expected = _restored(tiny_color_model, jpeg_image, qf)
     assert got.shape == jpeg_image.shape
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_overshoot_is_clamped_for_the_network_and_given_back(tiny_color_model, jpeg_image):
+    # As after a YUV -> RGB conversion: values a little outside [0, 1] near saturated edges.
+    rng = np.random.default_rng(0)
+    image = (jpeg_image * 1.2 - 0.1 + rng.normal(0, 0.01, jpeg_image.shape)).astype(np.float32)
+    assert image.min() < 0 and image.max() > 1
+    clamped = np.clip(image, 0, 1)
+    expected = _restored(tiny_color_model, clamped, 30) + (image - clamped)
+    assert np.abs(_run(exported_onnx(tiny_color_model.source), image, 30) - expected).max() < 1e-4
 
 
 def test_the_qf_plane_sets_the_strength(tiny_color_model, jpeg_image):
@@ -64,14 +79,14 @@ def test_fp16_graph_is_close_to_fp32(tiny_color_model, jpeg_image):
     fp32 = exported_onnx(tiny_color_model.source)
     assert fp16.stat().st_size < 0.6 * fp32.stat().st_size  # the weights are stored in half precision
     assert {p.key: p.value for p in onnx.load(str(fp16)).metadata_props}["fbcnn_precision"] == "fp16"
-    expected = Restorer(tiny_color_model.source, device="cpu", precision="fp32").restore(jpeg_image, qf=20).image
+    expected = _restored(tiny_color_model, jpeg_image, 20)
     assert _psnr(_run(fp16, jpeg_image, 20), expected) > 50
 
 
 def test_gray_graph_takes_two_planes(tiny_gray_model, jpeg_image):
     path = exported_onnx(tiny_gray_model.source)
     gray = jpeg_image[:, :, 1:2]
-    expected = Restorer(tiny_gray_model.source, device="cpu", precision="fp32").restore(gray[:, :, 0], qf=25).image
+    expected = _restored(tiny_gray_model, gray[:, :, 0], 25)
     got = _run(path, gray, 25)
     assert got.shape == gray.shape and np.abs(got[:, :, 0] - expected).max() < 1e-4
 

@@ -50,6 +50,26 @@ def test_ort_plugin_matches_the_filter(tiny_color_model, rgbs_clip, qf):
 
 
 @needs_ort
+def test_the_documented_yuv_recipe_gives_what_the_filter_gives(tiny_color_model):
+    # A centre-sited, full-range YUV clip (MJPEG-like) whose chroma overshoots RGB's [0, 1].
+    frames = [pillow_jpeg(natural_image(96, 128, seed=s), 20) for s in range(2)]
+    yuv = core.resize.Bicubic(clip_from_arrays(frames, vs.RGB24), format=vs.YUV420P8, matrix_s="170m",
+                              range_s="full", chromaloc_s="center")
+    rgb = core.resize.Bicubic(yuv, format=vs.RGBS)
+    assert frame_array(rgb, 0).min() < 0 or frame_array(rgb, 0).max() > 1
+    out = core.ort.Model([rgb, _qf_plane(rgb, 25)], network_path=str(exported_onnx(tiny_color_model.source)),
+                         provider="CPU", verbosity=0)
+    props = yuv.get_frame(0).props
+    theirs = core.resize.Bicubic(out, format=yuv.format.id, matrix=props["_Matrix"], range=props["_Range"],
+                                 chromaloc=props["_ChromaLocation"])
+    ours = fbcnn(yuv, qf=25, model=str(tiny_color_model.source), device="cpu", precision="fp32")
+    for n in range(2):
+        for p in range(3):
+            diff = np.abs(np.asarray(theirs.get_frame(n)[p]).astype(int) - np.asarray(ours.get_frame(n)[p]))
+            assert diff.max() <= 1, (n, p, diff.max())
+
+
+@needs_ort
 def test_ort_plugin_runs_the_gray_graph_and_the_fp16_graph(tiny_color_model, tiny_gray_model, rgbs_clip):
     gray = core.std.ShufflePlanes(rgbs_clip, 1, vs.GRAY)
     theirs = core.ort.Model([gray, _qf_plane(gray, 30)], network_path=str(exported_onnx(tiny_gray_model.source)),
