@@ -270,7 +270,7 @@ class FilterDialog:
         # Combo boxes, whatever the number of choices: GIMP 3.2 would make short lists radio
         # buttons, whose labels carry no mnemonic.
         for name in ("model", "device", "tile-size"):
-            self.dialog.get_widget(name, GimpUi.StringComboBox.__gtype__)
+            self.dialog.get_widget(name, Gtk.ComboBox.__gtype__)
         self.dialog.set_sensitive("qf", True, config, "automatic-qf", True)
         self.dialog.get_label("advanced-title", "Ad_vanced", False, True)
         self.dialog.fill_box("advanced-box", ["self-ensemble", "device", "tile-size"])
@@ -282,11 +282,11 @@ class FilterDialog:
 
     def _fit_model_to_image(self, procedure):
         """Gray models cannot restore colour: they are not offered for an RGB drawable."""
+        spec = procedure.find_argument("model")
+        choice = self.model_choice = Gimp.param_spec_choice_get_choice(spec) if spec is not None else None
         if self.drawable.is_gray():
             return
         gray = set(_settings().get("gray_models", []))
-        spec = procedure.find_argument("model")
-        choice = Gimp.param_spec_choice_get_choice(spec) if spec is not None else None
         if choice is not None and hasattr(choice, "set_sensitive"):
             for name in gray:
                 choice.set_sensitive(name, False)
@@ -637,7 +637,8 @@ def _screenshot(dialog, path):
     allocation = area.get_allocation()
     return {"path": path, "area": [origin_x + inside_x, origin_y + inside_y, allocation.width, allocation.height],
             "shown": dialog.preview_shown, "status": dialog.status.get_text(),
-            "qf_field": dialog.config.get_property("qf"), "automatic": dialog.config.get_property("automatic-qf")}
+            "qf_field": dialog.config.get_property("qf"), "automatic": dialog.config.get_property("automatic-qf"),
+            "models_offered": [nick for nick in dialog.model_choice.list_nicks() if dialog.model_choice.is_valid(nick)]}
 
 
 def _report(entry):
