@@ -27,6 +27,7 @@ would overflow.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import warnings
@@ -161,8 +162,6 @@ def _quiet_exporter():
 
 
 def _cpu_copy(network: FBCNN) -> FBCNN:
-    import copy
-
     return copy.deepcopy(network).cpu().float().eval()
 
 
