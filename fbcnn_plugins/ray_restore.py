@@ -245,8 +245,30 @@ def _run_on_cluster(jobs: Sequence, indices: list[int], args: argparse.Namespace
                 runtime_env={"env_vars": fbcnn_environment()},
                 max_restarts=-1, max_task_retries=MAX_FILE_RETRIES, **resources,
             )
-        for row in restored.iter_rows():
-            yield int(row["index"]), json.loads(row["record"])
+        try:
+            for row in restored.iter_rows():
+                yield int(row["index"]), json.loads(row["record"])
+        except (RaySetupError, KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as error:  # workers that cannot start (bad device, missing folder) stop the whole job
+            raise RaySetupError(f"the job stopped on the cluster: {_root_cause(error)} "
+                                "(finished outputs are kept; the same command resumes)") from None
+
+
+def _root_cause(error: BaseException) -> str:
+    """The worker's own error line: Ray wraps it in its own exceptions, with tracebacks in the text."""
+    chain, seen = [], set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    for link in chain:
+        lines = [line.strip() for line in str(link).splitlines()]
+        raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): \S", line)]
+        if raised:
+            name, message = raised[-1].split(": ", 1)
+            return f"{name.rsplit('.', 1)[-1]}: {message}"
+    return f"{type(chain[0]).__name__}: {str(chain[0]).strip().splitlines()[-1] if str(chain[0]).strip() else ''}"
 
 
 @contextlib.contextmanager

@@ -195,6 +195,21 @@ def test_a_bad_file_is_reported_like_the_local_run_and_the_others_are_restored(c
 
 
 @needs_ray
+def test_workers_that_cannot_start_stop_the_job_with_their_error(cluster, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU; the test needs a device the workers lack")
+    address, env, _ = cluster
+    _jpeg_folder(tmp_path / "in", 2, 64)
+    run = _run_cli(["restore", "in", "-o", "out", "--device", "cuda", f"--ray={address}"], env, tmp_path)
+    assert run.returncode == 2, run.stderr[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("fbcnn restore: the job stopped on the cluster: DeviceError: device 'cuda'"), last
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@needs_ray
 def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_path, monkeypatch):
     vs = pytest.importorskip("vapoursynth")
     from fbcnn_plugins.ray_video import vspipe_path
