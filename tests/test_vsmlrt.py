@@ -17,7 +17,7 @@ needs_ort = pytest.mark.skipif(
     not hasattr(core, "ort"), reason="vs-mlrt's ONNX Runtime plugin is not installed (pip install 'fbcnn-plugins[vsmlrt]')"
 )
 needs_ov = pytest.mark.skipif(
-    not hasattr(core, "ov"), reason="vs-mlrt's OpenVINO plugin is not installed (pip install 'fbcnn-plugins[vsmlrt]')"
+    not hasattr(core, "ov"), reason="vs-mlrt's OpenVINO plugin is not installed (pip install vapoursynth-mlrt-ov)"
 )
 
 
