@@ -222,6 +222,7 @@ def _bad_calls(color_path):
         (lambda: fbcnn(rgb, matrix=99), "matrix applies to YUV clips only; the clip is RGB"),
         (lambda: fbcnn(gray, matrix=1), "matrix applies to YUV clips only; the clip is GRAY"),
         (lambda: fbcnn(yuv, matrix=99), "matrix=99 cannot convert YUV to RGB"),
+        (lambda: fbcnn(yuv, matrix=709), "matrix=709 is not a matrix code; use matrix='709' or matrix=1"),
         (lambda: fbcnn(yuv, matrix=0), "matrix=0 cannot convert YUV to RGB"),
         (lambda: fbcnn(yuv, matrix=2), "matrix=2 cannot convert YUV to RGB"),
         (lambda: fbcnn(yuv, matrix="bogus"), "unknown matrix 'bogus'"),

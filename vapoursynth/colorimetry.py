@@ -51,6 +51,9 @@ def parse_matrix(matrix: object, func: str) -> int | None:
             raise vs.Error(f"{func}: unknown matrix {matrix!r}; use one of {', '.join(sorted(MATRIX_NAMES))} or its number")
         return code
     if isinstance(matrix, int) and not isinstance(matrix, bool):
+        if str(int(matrix)) in MATRIX_NAMES and int(matrix) not in YUV_MATRICES:  # 709, 601: a standard's number
+            raise vs.Error(f"{func}: matrix={int(matrix)} is not a matrix code; use matrix='{int(matrix)}' or "
+                           f"matrix={MATRIX_NAMES[str(int(matrix))]}")
         if int(matrix) not in YUV_MATRICES:
             raise vs.Error(
                 f"{func}: matrix={int(matrix)} cannot convert YUV to RGB; use one of "
