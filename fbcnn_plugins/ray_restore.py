@@ -33,7 +33,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -194,6 +196,10 @@ def restore_on_ray(jobs: Sequence, args: argparse.Namespace, results: list[dict[
         for job in jobs:
             _remove_leftover_parts(job.target)
         for index, job in enumerate(jobs):
+            if records[index] is None and index in todo and job.target.exists():
+                # Written by a worker (atomically, so complete) whose report was still on its way.
+                records[index] = {"input": str(job.source), "output": str(job.target),
+                                  "note": "written; its worker's report did not reach the driver before the stop"}
             if finished and records[index] is None:
                 records[index] = {
                     "input": str(job.source), "output": str(job.target),
@@ -279,11 +285,20 @@ def _connected(address: str | None):
     if ray.is_initialized():  # a caller's own connection is left to the caller
         yield
         return
+    # ray.init puts its own SIGTERM handler in place (it ends the process on the spot); the command's
+    # handlers go back afterwards, so a signal still stops the job cleanly with the finished files reported.
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  configure_logging=True, log_to_driver=True)
     except Exception as error:  # no cluster at that address, or a local one could not start
         raise RaySetupError(f"cannot connect to Ray at {address or 'auto'}: {error}") from None
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:
+                signal.signal(sig, handler)
     try:
         yield
     finally:

@@ -177,6 +177,28 @@ def test_a_worker_killed_mid_job_costs_nothing_but_a_retry(cluster, tmp_path, ca
 
 
 @needs_ray
+def test_sigterm_stops_a_ray_run_cleanly_and_reports_what_was_written(cluster, tmp_path):
+    address, env, _ = cluster
+    count = 8
+    _jpeg_folder(tmp_path / "in", count, 256)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "fbcnn_plugins.cli.main", "restore", "in", "-o", "out", "--device", "cpu",
+               "--json", f"--ray={address}"]
+    driver = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 200
+    while not (out.is_dir() and list(out.glob("*_fbcnn.png"))) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGTERM)
+    stdout, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    report = json.loads(stdout)
+    assert report["interrupted"] == "SIGTERM"
+    written = sorted(p.name for p in out.iterdir())
+    assert all(name.endswith("_fbcnn.png") for name in written)  # no temporary file left
+    assert report["restored"] == len(written) >= 1
+
+
+@needs_ray
 def test_a_bad_file_is_reported_like_the_local_run_and_the_others_are_restored(cluster, tmp_path, capsys, monkeypatch):
     address, env, _ = cluster
     inputs = _jpeg_folder(tmp_path / "in", 2, 64)
