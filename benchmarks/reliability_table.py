@@ -105,7 +105,9 @@ def earlier_run(folder: Path, suffix: str = "_fbcnn") -> None:
     batch(3)(folder)
     subprocess.run([*FBCNN, "restore", "batch/f00.jpg", "batch/f01.jpg", "--qf", "30", "--suffix", suffix, "-q"],
                    cwd=folder, check=True, capture_output=True)
-    (folder / "batch" / f".f02{suffix}.k3j_x9.part.png").write_bytes(b"\x89PNG half")
+    stale = folder / "batch" / f".f02{suffix}.k3j_x9.part.png"
+    stale.write_bytes(b"\x89PNG half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))  # killed an hour ago
 
 
 def same_output_names(folder: Path) -> None:
@@ -293,16 +295,20 @@ def run_case(case: Case) -> dict:
         after = snapshot(folder)
         added = sorted(set(after) - set(before))
         changed = sorted(p for p in set(after) & set(before) if after[p] != before[p])
-        return {"case": case, "status": child.returncode, "stdout": out, "stderr": err, "seconds": seconds,
-                "added": added, "changed": changed, "parts": [p for p in after if ".part" in p]}
+        removed = sorted(set(before) - set(after))
+        prefix = f"{folder.resolve()}/"
+        return {"case": case, "status": child.returncode, "stdout": out.replace(prefix, ""),
+                "stderr": err.replace(prefix, ""), "seconds": seconds, "added": added, "changed": changed,
+                "removed": removed, "parts": [p for p in added if ".part" in p]}
 
 
 def message(result: dict) -> str:
     """The lines a user reads first: errors, warnings and refusals, not progress."""
     lines = [line for line in result["stderr"].splitlines()
-             if re.match(r"(error|warning|fbcnn \w+|skipped|usage)", line) and not line.startswith("usage")]
-    if not lines and result["stdout"].strip():
-        lines = [result["stdout"].strip().splitlines()[-1]] if "{" not in result["stdout"][:1] else []
+             if re.match(r"(error|warning|fbcnn \w+|skipped)", line) or " -> " in line]
+    if not lines and result["stdout"].strip() and not result["stdout"].startswith(("{", "[")):
+        lines = [result["stdout"].strip().splitlines()[-1]]
+    lines = [re.sub(r" in \d+\.\d s", "", line) for line in lines]  # times differ from run to run
     text = " / ".join(dict.fromkeys(lines[:3]))
     return text.replace("|", "\\|")
 
@@ -313,6 +319,8 @@ def disk(result: dict) -> str:
         parts.append("new: " + ", ".join(_short(result["added"])))
     if result["changed"]:
         parts.append("replaced: " + ", ".join(_short(result["changed"])))
+    if result["removed"]:
+        parts.append("removed: " + ", ".join(_short(result["removed"])))
     if result["parts"]:
         parts.append("**temporary files left: " + ", ".join(result["parts"]) + "**")
     return "; ".join(parts) or "nothing"
