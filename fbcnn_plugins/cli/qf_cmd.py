@@ -20,9 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fbcnn_plugins.core.qf_estimation import dominant_quality, header_quality
     from fbcnn_plugins.core.restorer import Restorer
-    from fbcnn_plugins.image_files import ImageFileError, read_image
 
     if args.plot and len(args.files) != 1:
         print("fbcnn qf: --plot takes exactly one file", file=sys.stderr)
@@ -32,21 +30,52 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"fbcnn qf: {error}", file=sys.stderr)
         return 2
-    reports, failed = [], 0
+    from fbcnn_plugins.cli.progress import BatchProgress
+    from fbcnn_plugins.cli.signals import Interrupted
+
+    reports: list[dict] = []
+    progress = BatchProgress(len(args.files))
+    try:
+        failed = _estimate_all(args, restorer, reports, progress)
+    except Interrupted as stop:  # the files already estimated are still reported
+        progress.close()
+        if args.json:
+            print(json.dumps(reports, indent=2), flush=True)
+        print(f"fbcnn qf: stopped by {stop.name} after {len(reports)} of {len(args.files)} file(s)", file=sys.stderr)
+        return stop.exit_status
+    progress.close()
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    return 1 if failed else 0
+
+
+def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progress) -> int:
+    """Every file's estimates appended to ``reports`` as they are made; the number of files that failed."""
+    from fbcnn_plugins.core.qf_estimation import dominant_quality, header_quality
+    from fbcnn_plugins.image_files import ImageFileError, read_image
+
+    failed = 0
     for path in args.files:
+        progress.start(path)
         try:
             image = read_image(path)
             eight_bit = image.pixels if image.pixels.dtype.name == "uint8" else None
             if eight_bit is None:
                 raise ImageFileError(f"{path}: QF estimation reads 8-bit images; this one is {image.pixels.dtype}")
             header = header_quality(path)
+            progress.stage("network QF", eight_bit.shape)
             predicted = restorer.predict_qf(eight_bit)
+            progress.stage("FBCNN-D", eight_bit.shape)
             dominant = dominant_quality(eight_bit)
-        except (ImageFileError, ValueError, OSError) as error:
+            auto = _auto_decision(path, eight_bit, predicted, dominant)
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch or its report
             failed += 1
             message = str(error) if str(path) in str(error) else f"{path}: {error}"
-            print(f"error: {message}", file=sys.stderr)
+            if not isinstance(error, (ImageFileError, ValueError, OSError)):
+                message += f" ({type(error).__name__})"
+            progress.line(f"error: {message}")
             reports.append({"file": str(path), "error": message})
+            progress.advance()
             continue
         report = {
             "file": str(path),
@@ -55,20 +84,31 @@ def run(args: argparse.Namespace) -> int:
                 "mean_table_error": header.error, "progressive": header.progressive},
             "predicted": round(predicted, 2),
             "dominant": {"quality": dominant.quality, "shift": dominant.shift,
-                         "double_compressed": dominant.double_compressed, "mse": dominant.mse},
+                         "double_compressed": dominant.double_compressed, "mse": dominant.mse,
+                         "depth": dominant.depth},
+            "auto": {"qf": auto.qf, "source": auto.source, "reason": auto.reason},
         }
         reports.append(report)
         if not args.json:
             head = "-" if header is None else f"{header.quality}{'' if header.exact else ' (custom tables, closest)'}"
             verdict = "non-aligned double JPEG" if dominant.double_compressed else "single or aligned"
             print(f"{path}: header {head}, predicted {predicted:.1f}, dominant {dominant.quality} "
-                  f"at shift {dominant.shift} ({verdict})")
+                  f"at shift {dominant.shift} ({verdict}); auto {auto.qf} ({auto.source}: {auto.reason})")
         if args.plot:
             from fbcnn_plugins.qf_plot import plot_curves
 
             plot_curves(dominant, args.plot, title=str(path))
             if not args.json:
                 print(f"wrote {args.plot}")
-    if args.json:
-        print(json.dumps(reports, indent=2))
-    return 1 if failed else 0
+        progress.advance()
+    return failed
+
+
+def _auto_decision(path, pixels, predicted: float, dominant):
+    """What ``--qf auto`` would use for this file, from the estimates already made (the core's one rule)."""
+    from fbcnn_plugins.core.qf_choice import MIN_DOMINANT_SIDE, decide, header_estimate
+
+    height, width = pixels.shape[:2]
+    header = header_estimate(path, height, width)
+    return decide(predicted, height, width, header=None if header is None else header.value,
+                  dominant=dominant if min(height, width) >= MIN_DOMINANT_SIDE else None)
