@@ -1,20 +1,16 @@
 """The OpenVINO backend restores as the PyTorch path does (the openvino extra; skipped without it)."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 
 from fbcnn_plugins.core.metrics import psnr
+from fbcnn_plugins.core.openvino_backend import openvino_unavailable
 from fbcnn_plugins.core.restorer import Restorer, resolve_backend
 
 from conftest import natural_image, pillow_jpeg
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("openvino") is None,
-    reason="openvino is not installed (pip install 'fbcnn-plugins[openvino]')",
-)
+pytestmark = pytest.mark.skipif(openvino_unavailable() is not None, reason=str(openvino_unavailable()))
 
 
 @pytest.fixture(scope="module")
