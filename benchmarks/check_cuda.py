@@ -44,7 +44,7 @@ def main() -> int:
     model = load_model(args.model, gray=False)
     image = np.asarray(Image.open(EXAMPLE).convert("RGB"))
     print(f"{model.name} on {torch.cuda.get_device_name(0)}, example {image.shape[1]}x{image.shape[0]}")
-    cpu = Restorer(model, device="cpu").restore(image)
+    cpu = Restorer(model, device="cpu", precision="fp32", backend="pytorch").restore(image)
     print(f"cpu fp32: predicted QF {cpu.qf.predicted:.2f}")
     for precision in ("fp32", "bf16", "fp16"):
         result = Restorer(model, device="cuda", precision=precision).restore(image)
