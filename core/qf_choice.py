@@ -23,9 +23,10 @@ degradation chains, never on the validation images the benchmark reports):
    top of a resize, whose grid is gone; then the network's prediction, pushed further down
    by how far it sits below the last save, since a prediction trained on single saves gets
    only a fraction of the way towards the first compression of such a chain (``predicted``).
-4. No header and no trusted grid: if the network sees little damage too, the image was
-   most likely never compressed (a PNG, an icon, a screenshot), and it gets the gentlest
-   strength, which leaves it as it was (``clean``); else the network's prediction.
+4. No header and no trusted grid: if the network sees little damage too (on images too
+   small for FBCNN-D: unless it sees heavy damage), the image was most likely never
+   compressed (a PNG, an icon, a thumbnail) and is left as it was (``clean``, see
+   :func:`restore_auto`); else the network's prediction.
 
 :func:`decide_qf` returns the decision with its evidence and a sentence saying why;
 :func:`choose_qf` is the same as a :class:`~fbcnn_plugins.core.quality.QFEstimate`.
@@ -41,7 +42,7 @@ from PIL import Image
 
 from .qf_estimation import NEAR_QF, DominantQF, dominant_quality, header_quality
 from .quality import QF_MAX, QFEstimate, clamp_qf
-from .restorer import Restorer
+from .restorer import RestoreResult, Restorer
 
 #: Below this side FBCNN-D is not run: a 47-px image has at most 25 blocks on a shifted grid,
 #: and clean 24-47 px crops showed "grids" as deep as real ones.
@@ -77,7 +78,14 @@ EXTRAPOLATION = 4.0
 EXTRAPOLATION_FLOOR = 10
 #: With no header and no trusted grid, a prediction at least this high means "never compressed".
 CLEAN_PREDICTION = 85.0
-#: The strength used for images that look never compressed: the gentlest.
+#: Below :data:`MIN_DOMINANT_SIDE` (no FBCNN-D) the prediction alone cannot tell a clean image from
+#: a JPEG at QF 70-90: on 16-32 px training crops it ranged over 44-96 for clean ones and 41-92
+#: for JPEGs at QF 70-90.  Smearing an icon costs far more than leaving a mild JPEG's artifacts, so
+#: such an image counts as clean unless the prediction is below this.
+TINY_CLEAN_PREDICTION = 50.0
+#: The QF reported for images that look never compressed; :func:`restore_auto` leaves them as they
+#: are (even at QF 100 the network changes a clean photo's saturated colours by more than 40 dB
+#: PSNR allows).
 CLEAN_QF = QF_MAX
 
 
@@ -218,7 +226,13 @@ def decide(
                     "FBCNN-D finds no JPEG grid" if dominant.quality is None else
                     f"FBCNN-D's grid (QF {dominant.quality}, depth {dominant.depth or 0:.2f}) is too shallow "
                     f"to be told from texture at {width}x{height}")
-    if predicted >= CLEAN_PREDICTION:
+    if min(height, width) < MIN_DOMINANT_SIDE:
+        if predicted >= TINY_CLEAN_PREDICTION:
+            return QFDecision(CLEAN_QF, "clean", (
+                f"no JPEG header and {why_not_grid}; at {width}x{height} the network's prediction "
+                f"(QF {predicted:.1f}) cannot tell mild compression from none and is not low enough to "
+                f"justify smearing: treated as never compressed and left as it is"), **facts)
+    elif predicted >= CLEAN_PREDICTION:
         return QFDecision(CLEAN_QF, "clean", (
             f"no JPEG header, {why_not_grid}, and the network sees little damage (QF {predicted:.1f}): "
             f"treated as never compressed and left as it is"), **facts)
@@ -247,8 +261,35 @@ def choose_qf(
     image: np.ndarray,
     *,
     jpeg_path: str | os.PathLike[str] | None = None,
-    header: QFEstimate | None = None,
+    header: QFEstimate | int | None = None,
 ) -> QFEstimate:
     """:func:`decide_qf` as the :class:`QFEstimate` front ends report (``predicted`` always filled in)."""
     return decide_qf(restorer, image, jpeg_path=jpeg_path, header=header).estimate()
 
+
+def restore_at(restorer: Restorer, image: np.ndarray, chosen: QFEstimate, *, progress=None) -> RestoreResult:
+    """Carry out a decision: restore at ``chosen.value``, or return a copy when it says ``clean``.
+
+    The one place the ``clean`` decision is carried out, so every front end leaves a
+    never-compressed image exactly as it was (even at QF 100 the network moves a clean photo's
+    saturated colours by more than a 40 dB PSNR allows).
+    """
+    if chosen.source == "clean":
+        if progress is not None:
+            progress(1, 1)
+        return RestoreResult(np.array(image, copy=True), chosen)
+    result = restorer.restore(image, chosen.value, progress=progress)
+    result.qf = chosen
+    return result
+
+
+def restore_auto(
+    restorer: Restorer,
+    image: np.ndarray,
+    *,
+    jpeg_path: str | os.PathLike[str] | None = None,
+    header: QFEstimate | int | None = None,
+    progress=None,
+) -> RestoreResult:
+    """``auto`` end to end: :func:`choose_qf`, then :func:`restore_at`."""
+    return restore_at(restorer, image, choose_qf(restorer, image, jpeg_path=jpeg_path, header=header), progress=progress)

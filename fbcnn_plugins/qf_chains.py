@@ -14,6 +14,7 @@ Used by ``benchmarks/bench_chains.py`` and, on a few small images, by the tests.
 from __future__ import annotations
 
 import io
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from fbcnn_plugins.core.restorer import Restorer
 COARSE_GRID = (5, 10, 20, 30, 50, 70, 90, 100)
 #: Never-compressed inputs: the oracle is the gentlest strengths.
 CLEAN_GRID = (90, 95, 100)
+#: The key under which an outcome keeps the PSNR of the input left as it is.
+UNCHANGED = 0
 
 
 @dataclass
@@ -178,7 +181,12 @@ class Outcome:
     dominant: int | None
     header: int | None
     trust_order: int  # header, else FBCNN-D, else the network: the plain order of trust
-    psnr_at: dict[int, float] = field(default_factory=dict)
+    psnr_at: dict[int, float] = field(default_factory=dict)  # key UNCHANGED: the input as it is
+
+    @property
+    def auto_used(self) -> int:
+        """What ``restore_auto`` does: restore at ``auto``, or leave a clean-looking image unchanged."""
+        return UNCHANGED if self.auto_source == "clean" else self.auto
 
 
 def restored_psnr(restorer: Restorer, case: Degraded, qf: int) -> float:
@@ -203,6 +211,7 @@ def evaluate_image(restorer: Restorer, case: Degraded, grid: Sequence[int]) -> O
                       dominant, decision.header, trust)
     for qf in {*grid, decision.qf, clamp_qf(decision.predicted), trust, *([dominant] if dominant else [])}:
         outcome.psnr_at[qf] = restored_psnr(restorer, case, qf)
+    outcome.psnr_at[UNCHANGED] = outcome.psnr_in
     return outcome
 
 
@@ -217,7 +226,7 @@ class ChainResult:
 
     def oracle(self) -> int:
         """The fixed QF with the best mean PSNR over this chain's images."""
-        common = set.intersection(*(set(o.psnr_at) for o in self.outcomes))
+        common = set.intersection(*(set(o.psnr_at) for o in self.outcomes)) - {UNCHANGED}
         return max(sorted(common), key=self.mean_at)
 
     def score(self, pick: Callable[[Outcome], int | None]) -> float | None:
@@ -243,7 +252,7 @@ def run_chain(restorer: Restorer, chain: Chain, images: Sequence[np.ndarray], si
     result = ChainResult(chain, [evaluate_image(restorer, case, grid) for case in cases], cases)
     for _ in range(refine):
         best = result.oracle()
-        tried = sorted(set.intersection(*(set(o.psnr_at) for o in result.outcomes)))
+        tried = sorted(set.intersection(*(set(o.psnr_at) for o in result.outcomes)) - {UNCHANGED})
         index = tried.index(best)
         new = {(best + tried[i]) // 2 for i in (index - 1, index + 1) if 0 <= i < len(tried)} - set(tried)
         if not new:
@@ -264,20 +273,25 @@ def markdown_table(results: Sequence[ChainResult]) -> str:
         if score is None:
             return "-"
         qfs = [pick(o) for o in result.outcomes]
-        return f"{score:+.2f} ({_qf_span(qfs)})" if not result.chain.clean else f"{score:.1f} dB ({_qf_span(qfs)})"
+        if not result.chain.clean:
+            return f"{score:+.2f} ({_qf_span(qfs)})"
+        return f"unchanged ({_qf_span(qfs)})" if math.isinf(score) else f"{score:.1f} dB ({_qf_span(qfs)})"
 
     for result in results:
         sources = sorted({o.auto_source for o in result.outcomes})
-        auto = cell(result, lambda o: o.auto)
+        auto = cell(result, lambda o: o.auto_used)
         oracle = result.oracle_score()
-        delta = result.score(lambda o: o.auto) - oracle
+        delta = result.score(lambda o: o.auto_used) - oracle
         best = f"{oracle:+.2f} ({result.oracle()})" if not result.chain.clean else f"{oracle:.1f} dB ({result.oracle()})"
         lines.append(f"| {result.chain.name} | {auto[:-1]}, {'/'.join(sources)}) | "
                      f"{cell(result, lambda o: clamp_qf(o.predicted))} | {cell(result, lambda o: o.dominant)} | "
-                     f"{cell(result, lambda o: o.trust_order)} | {best} | {delta:+.2f} |")
+                     f"{cell(result, lambda o: o.trust_order)} | {best} | {'+inf' if math.isinf(delta) else f'{delta:+.2f}'} |")
     return "\n".join(lines)
 
 
 def _qf_span(qfs: Sequence[int]) -> str:
+    if all(qf == UNCHANGED for qf in qfs):
+        return "left as is"
+    qfs = [qf for qf in qfs if qf != UNCHANGED] or qfs
     low, high = min(qfs), max(qfs)
     return str(low) if low == high else f"{low}-{high}"

@@ -132,7 +132,12 @@ class Worker:
         def progress(done: int, total: int) -> None:
             send({"kind": "progress", "fraction": done / max(total, 1)})
 
-        result = restorer.restore(image, qf, progress=progress)
+        if chosen is not None:  # the core carries out auto's decision (a clean image is left as it is)
+            from fbcnn_plugins.core.qf_choice import restore_at
+
+            result = restore_at(restorer, image, chosen, progress=progress)
+        else:
+            result = restorer.restore(image, qf, progress=progress)
         used = chosen or result.qf
         return {"qf": used.to_dict()}, np.ascontiguousarray(result.image, dtype="<f4").tobytes()
 

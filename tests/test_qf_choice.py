@@ -12,7 +12,7 @@ from skimage import data
 from fbcnn_plugins.cli.main import main
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.qf_choice import (
-    CLEAN_QF, HEAVIER_DAMAGE_MARGIN, MIN_DOMINANT_SIDE, decide, decide_qf, dominant_evidence,
+    CLEAN_QF, HEAVIER_DAMAGE_MARGIN, MIN_DOMINANT_SIDE, decide, decide_qf, dominant_evidence, restore_auto,
 )
 from fbcnn_plugins.core.qf_estimation import DominantQF
 from fbcnn_plugins.core.restorer import Restorer
@@ -50,6 +50,16 @@ def test_small_clean_images_are_not_smeared(tmp_path, capsys, size, name, top, l
         out = np.asarray(restored.convert("RGB"))
     assert psnr(clean, out) >= 40.0, record
     assert record["qf"] >= 90, record
+
+
+def test_restore_auto_leaves_clean_images_as_they_are_and_restores_jpegs(restorer):
+    clean = photo("coffee", 64, 80, top=150, left=250)
+    kept = restore_auto(restorer, clean)
+    assert kept.qf.source == "clean" and np.array_equal(kept.image, clean) and kept.image is not clean
+    damaged = jpeg(photo("coffee", 128, 128, top=100, left=200), 20)
+    restored = restore_auto(restorer, damaged)
+    assert restored.qf.source == "dominant" and abs(restored.qf.value - 20) <= 2
+    assert np.array_equal(restored.image, restorer.restore(damaged, restored.qf.value).image)
 
 
 def test_jpeg_resaved_at_95_after_15_is_restored_well_below_95(tmp_path, capsys):
@@ -119,8 +129,11 @@ def test_rule_branches():
     # The network seeing much heavier damage than the last save wins; a few steps below does not.
     assert decide(90.0 - HEAVIER_DAMAGE_MARGIN - 1, 256, 256, header=90).source == "predicted"
     assert decide(90.0 - HEAVIER_DAMAGE_MARGIN + 2, 256, 256, header=90).source == "header"
-    # Nothing points to a compression: clean when the network agrees, else its prediction.
+    # Nothing points to a compression: clean when the network agrees, else its prediction; on images
+    # too small for FBCNN-D only a clearly low prediction counts.
     assert (decide(93.0, 16, 16).qf, decide(93.0, 16, 16).source) == (CLEAN_QF, "clean")
+    assert decide(70.0, 16, 16).source == "clean" and decide(70.0, 128, 128).source == "predicted"
+    assert (decide(30.0, 16, 16).qf, decide(30.0, 16, 16).source) == (30, "predicted")
     assert (decide(40.0, 200, 200, dominant=grid(None, None)).qf, decide(40.0, 200, 200).source) == (40, "predicted")
 
 
@@ -152,8 +165,8 @@ def test_chain_benchmark_on_a_sample_photo(restorer):
     for name in ("JPEG 20", "PNG of JPEG 30", "JPEG 15 -> shift -> JPEG 90"):
         result = results[name]
         # auto lands on the grid's best or close to it, and clearly above doing nothing
-        assert result.score(lambda o: o.auto) > 0.5, name
-        assert result.score(lambda o: o.auto) >= result.oracle_score() - 0.3, name
+        assert result.score(lambda o: o.auto_used) > 0.5, name
+        assert result.score(lambda o: o.auto_used) >= result.oracle_score() - 0.3, name
     clean = results["clean 32"]
-    assert clean.score(lambda o: o.auto) >= 40.0 and clean.outcomes[0].auto_source == "clean"
+    assert clean.score(lambda o: o.auto_used) >= 40.0 and clean.outcomes[0].auto_source == "clean"
     assert results["JPEG 20"].outcomes[0].auto_source == "header"
