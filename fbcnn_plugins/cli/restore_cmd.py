@@ -291,15 +291,14 @@ def _restore_pixels(job: Job, pixels, restorer, qf, header, used, progress):
         result = restorer.restore(pixels, header.quality, progress=tiles)
         result.qf.source = "header"
     elif qf == "auto":
-        from fbcnn_plugins.core.qf_choice import choose_qf
+        from fbcnn_plugins.core.qf_choice import choose_qf, restore_at
 
         if progress is not None:
             progress.stage("estimating QF", pixels.shape)
         chosen = choose_qf(restorer, pixels, jpeg_path=job.source)
         if progress is not None:
             progress.stage(f"restoring at QF {chosen.value}", pixels.shape)
-        result = restorer.restore(pixels, chosen.value, progress=tiles)
-        result.qf = chosen
+        result = restore_at(restorer, pixels, chosen, progress=tiles)
     else:
         if progress is not None and qf in ("predicted", "dominant", None):
             progress.stage("estimating QF and restoring", pixels.shape)
@@ -328,11 +327,9 @@ def _restore_xcf(job: Job, restorer, qf, overwrite: bool) -> dict[str, Any]:
 
     def restore_layer(layer, pixels):
         if layer_qf == "auto":  # each layer's own JPEG grid (a pasted photo has its own), else the network
-            from fbcnn_plugins.core.qf_choice import choose_qf
+            from fbcnn_plugins.core.qf_choice import restore_auto
 
-            chosen = choose_qf(restorer, pixels)
-            result = restorer.restore(pixels, chosen.value)
-            result.qf = chosen
+            result = restore_auto(restorer, pixels)
         else:
             result = restorer.restore(pixels, layer_qf)
         used.append({"layer": layer.name, "qf": result.qf.value,
