@@ -3,8 +3,9 @@
 Debian 12 only ships GIMP 2.10 (no Python plug-ins), so the tests run GIMP
 3.0 from trixie and GIMP 3.2 from sid, each in a chroot (see
 ../shared/notes/gimp3-headless.md).  The project's venv, the Python it was
-made from and the checkout are bind-mounted read-only at the same paths, so
-the plug-in's worker runs the code under test with the real torch.
+made from and the checkout are bind-mounted read-only at the same paths (in a
+private mount namespace for each GIMP run), so the plug-in's worker runs the
+code under test with the real torch.
 
     python tests/gimp3_chroot.py build [3.0|3.2 ...]   # build or reuse, print the roots
     python tests/gimp3_chroot.py remove [3.0|3.2 ...]  # unmount everything and delete
@@ -20,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -141,8 +143,7 @@ def warm_up(release: Release) -> None:
     mark = release.root / WARM_MARK
     if mark.exists():
         return
-    with mounted_system(release.root):
-        done = subprocess.run(gimp_command(release, None), capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(gimp_command(release, None, binds=[]), capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise ChrootUnavailable(f"GIMP {release.version} did not start (exit {done.returncode}):\n{done.stderr[-2000:]}")
     mark.write_text("ok\n")
@@ -174,21 +175,6 @@ class mounted_system:
                 subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def bind_readonly(root: Path, paths: list[Path]) -> list[Path]:
-    """Bind-mount host folders read-only at the same paths inside the chroot; returns the mount points."""
-    points = []
-    for path in paths:
-        point = root / str(path).lstrip("/")
-        if os.path.ismount(point):
-            points.append(point)
-            continue
-        point.mkdir(parents=True, exist_ok=True)
-        _run(["mount", "--bind", str(path), str(point)])
-        _run(["mount", "-o", "remount,bind,ro", str(point)])
-        points.append(point)
-    return points
-
-
 def unmount_all(root: Path) -> None:
     """Every mount under ``root``, deepest first: deleting through a live bind mount deletes the source."""
     if not root.exists():
@@ -208,14 +194,34 @@ def environment_paths(python: str = sys.executable) -> list[Path]:
 
 
 def gimp_command(release: Release, batch_file: str | None, *, display: bool = False,
-                 env: dict[str, str] | None = None) -> list[str]:
-    """The command that runs ``batch_file`` (a path inside the chroot) in that release's GIMP; None: just start."""
+                 env: dict[str, str] | None = None, binds: list[Path] | None = None) -> list[str]:
+    """The command that runs ``batch_file`` (a path inside the chroot) in that release's GIMP; None: just start.
+
+    ``binds`` (default: :func:`environment_paths`) appear read-only at the same paths inside.
+    """
     variables = {"HOME": "/root", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **(env or {})}
     batch = ["--batch-interpreter=python-fu-eval", "-b", f"exec(open({batch_file!r}).read())"] if batch_file else []
     gimp = [release.gimp, "-i", *batch, "--quit"]
     if display:
         gimp = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", *gimp]
-    return ["chroot", str(release.root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in variables.items()), *gimp]
+    inside = ["chroot", str(release.root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in variables.items()), *gimp]
+    return isolated(release.root, inside, environment_paths() if binds is None else binds)
+
+
+def isolated(root: Path, command: list[str], binds: list[Path]) -> list[str]:
+    """``command`` in a private mount namespace with /proc, /sys and ``binds`` (read-only) mounted in ``root``.
+
+    The mounts exist only for that process tree and vanish with it: test runs side by side
+    never see or undo each other's mounts, and nothing is left mounted to delete through.
+    """
+    steps = [f"mount -t proc proc {shlex.quote(str(root / 'proc'))}",
+             f"mount -t sysfs sysfs {shlex.quote(str(root / 'sys'))}"]
+    for path in binds:
+        point = shlex.quote(str(root / str(path).lstrip("/")))
+        steps += [f"mkdir -p {point}", f"mount --bind {shlex.quote(str(path))} {point}",
+                  f"mount -o remount,bind,ro {point}"]
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", " && ".join(steps) + ' && exec "$@"',
+            "sh", *command]
 
 
 def main() -> int:
