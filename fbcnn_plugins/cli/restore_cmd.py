@@ -53,7 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "dominant (FBCNN-D, for double-compressed images), header (the JPEG file's tables) or 1..100")
     parser.add_argument("--model", metavar="NAME|PATH", help="registered model name or weights file (default: by image type)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="compute precision (default: fp32)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                        help="compute precision (default: the fastest the hardware computes natively: bf16 on CPUs "
+                        "with AVX-512-BF16/AMX and on recent CUDA GPUs, else fp32; see fbcnn bench)")
     parser.add_argument("--tile", type=int, help="tile size in pixels, a positive multiple of 8 (default: 512)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels, multiple of 8 (default: 32; less for tiles under 72)")
     parser.add_argument("--self-ensemble", action="store_true",
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         except Interrupted as stop:  # the finished files are reported below; the current one left nothing
             interrupted = stop
         not_done = len(jobs) - (len(results) - before)
-    if not results:
+    if not results and interrupted is None:
         print("fbcnn restore: no input files", file=sys.stderr)
         return 2
     _report(results, args, interrupted, not_done if interrupted else 0)
@@ -284,9 +286,10 @@ def remove_stale_temporaries(target: Path, *, older_than_s: float = 60.0) -> lis
 def _restore_pixels(job: Job, pixels, restorer, qf, header, used, progress):
     """One frame through the restorer at the QF the options ask for (``used``: the first frame's, reused)."""
     tiles = progress.tiles(pixels.shape) if progress is not None else None
-    if used is not None:
-        result = restorer.restore(pixels, used.value, progress=tiles)
-        result.qf = used
+    if used is not None:  # the first frame's decision, "leave it as it is" included
+        from fbcnn_plugins.core.qf_choice import restore_at
+
+        result = restore_at(restorer, pixels, used, progress=tiles)
     elif header is not None:
         result = restorer.restore(pixels, header.quality, progress=tiles)
         result.qf.source = "header"
