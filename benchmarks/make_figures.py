@@ -6,7 +6,7 @@
 Sources: ``examples/blocky.jpg`` (with its lossless original, redrawn by
 ``examples/make_example.py``) and scikit-image's bundled sample photos,
 compressed here with libjpeg through Pillow, so anyone can rebuild every
-figure from a clone. Restoration uses the bundled models on the CPU in fp32,
+figure from a clone. Restoration uses the bundled models in PyTorch on the CPU in fp32,
 the QF chosen as ``fbcnn restore`` chooses it. Crops are enlarged 3x with
 nearest-neighbour sampling so that the 8x8 blocks stay visible; the PNGs are
 kept small (well under 300 KB each) because they live in the repository.
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img", help="folder for the PNGs (default: docs/img)")
     args = parser.parse_args(argv)
-    restorer = Restorer(device="cpu")
+    restorer = Restorer(device="cpu", precision="fp32", backend="pytorch")  # fixed, whatever the machine would default to
     before_after(restorer, args.out / "before_after.png")
     qf_effect(restorer, args.out / "qf_effect.png")
     fbcnn_d_curves(args.out / "fbcnn_d_curves.png")
