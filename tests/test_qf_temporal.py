@@ -113,3 +113,31 @@ def test_mpeg2_clip_gets_one_strength_per_scene(mpeg2_frames, restorer):
     for shot in (slice(0, 12), slice(12, 24)):
         assert np.ptp(predicted[shot]) > 10, predicted  # per frame, the strength follows the GOP ...
         assert len(set(held[shot])) == 1  # ... held, it is one per shot
+
+
+@needs_ffmpeg
+def test_vapoursynth_filter_holds_the_qf_through_the_gop(mpeg2_frames, restorer):
+    """The real VapourSynth filter on the MPEG-2 clip, scene changes found by the filter itself."""
+    vs = pytest.importorskip("vapoursynth")
+    from fbcnn_plugins.vapoursynth import fbcnn
+
+    core = vs.core
+    blank = core.std.BlankClip(width=128, height=128, format=vs.RGB24, length=len(mpeg2_frames))
+
+    def fill(n, f):
+        out = f.copy()
+        for p in range(3):
+            np.copyto(np.asarray(out[p]), mpeg2_frames[n][:, :, p])
+        return out
+
+    clip = core.std.ModifyFrame(blank, blank, fill)
+    held = fbcnn(clip, device="cpu", qf_smoothing=6, qf_smoothing_method="low", scene_detection=True)
+    got = [held.get_frame(n).props["FBCNN_QF_Predicted"] for n in range(len(mpeg2_frames))]
+    raw = [restorer.predict_qf(frame) for frame in mpeg2_frames]
+    for shot in (range(0, 12), range(12, 24)):
+        steps_raw = np.abs(np.diff([raw[k] for k in shot])).mean()
+        steps_held = np.abs(np.diff([got[k] for k in shot])).mean()
+        assert steps_held < steps_raw / 4, (raw, got)  # the GOP's frame-to-frame jumps are gone
+    # Each frame's window stops at the cut between the shots: frame 11 sees frames 5..11 only.
+    assert got[11] == pytest.approx(hold_qf(raw[5:12], "low"), abs=0.5)
+    assert got[12] == pytest.approx(hold_qf(raw[12:19], "low"), abs=0.5)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
+from fbcnn_plugins.core.qf_temporal import HOLD_METHODS, hold_qf, is_scene_change, scene_window, thumbnail
 from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.tiling import DEFAULT_TILE
@@ -46,6 +47,8 @@ def fbcnn(
     num_streams: int = 1,
     batch_size: int = 1,
     qf_smoothing: int = 0,
+    qf_smoothing_method: str = "mean",
+    scene_detection: bool = False,
     yuv_mode: str | None = None,
     matrix: int | str | None = None,
     self_ensemble: bool = False,
@@ -66,6 +69,11 @@ def fbcnn(
     :param batch_size: frames restored together in one network call (all with the same QF).
     :param qf_smoothing: average the predicted QF over +-N frames of the same scene
         (scene cuts from ``_SceneChangePrev``/``_SceneChangeNext``) so the strength does not flicker.
+    :param qf_smoothing_method: how the window's predictions become one QF: ``"mean"``, or the robust
+        ``"low"`` (25th percentile: the strength of the window's more damaged frames, which holds
+        steady through a GOP's I/P/B pattern when N is half a GOP or more), ``"median"``, ``"min"``.
+    :param scene_detection: also cut the window where consecutive frames differ like a new shot
+        (thumbnails compared; for clips without ``_SceneChange*`` properties).
     :param yuv_mode: YUV clips only.  ``"rgb"`` (default) converts each frame to RGB and back with
         ``core.resize``, using the frame's own matrix, range and chroma location; ``"luma"`` runs a
         gray model on Y and keeps the chroma planes.
@@ -91,6 +99,9 @@ def fbcnn(
         batch_size=batch_size, qf_smoothing=qf_smoothing, self_ensemble=self_ensemble,
     )
     qf_for_frame = _qf_source(qf, clip.num_frames, func)
+    if qf_smoothing_method not in HOLD_METHODS:
+        raise vs.Error(f"{func}: qf_smoothing_method must be one of {', '.join(HOLD_METHODS)}, got {qf_smoothing_method!r}")
+    smoothing = (qf_smoothing, qf_smoothing_method, bool(scene_detection))
     if qf_smoothing and qf_for_frame is not None:
         raise vs.Error(f"{func}: qf_smoothing smooths the predicted QF; it cannot be combined with a given qf")
     mode = check_yuv_mode(fmt, yuv_mode, matrix, func)
@@ -105,7 +116,7 @@ def fbcnn(
     def restore(source: vs.VideoNode) -> vs.VideoNode:
         return _restore_rgb_or_gray(
             source, qf_for_frame, model=model, device=device, precision=precision, tile=tile, overlap=overlap,
-            num_streams=num_streams, batch_size=batch_size, qf_smoothing=qf_smoothing, self_ensemble=self_ensemble,
+            num_streams=num_streams, batch_size=batch_size, qf_smoothing=smoothing, self_ensemble=self_ensemble,
         )
 
     core = core_of(clip)
@@ -125,7 +136,8 @@ def fbcnn(
 
 def _restore_rgb_or_gray(
     clip: vs.VideoNode, qf_for_frame: QFSource | None, *, model: str | None, device: str, precision: str | None,
-    tile: int | None, overlap: int | None, num_streams: int, batch_size: int, qf_smoothing: int, self_ensemble: bool,
+    tile: int | None, overlap: int | None, num_streams: int, batch_size: int, qf_smoothing: tuple[int, str, bool],
+    self_ensemble: bool,
 ) -> vs.VideoNode:
     """The network on an RGB or GRAY clip: load the model now, restore frames when they are asked for."""
     func = "fbcnn"
@@ -148,7 +160,7 @@ def _restore_rgb_or_gray(
         torch.set_num_threads(max(1, core_of(clip).num_threads))
 
     engine = _FrameEngine(restorer, gray, fmt, clip.num_frames, qf_for_frame, qf_smoothing, batch_size, num_streams)
-    reach = max(qf_smoothing, batch_size - 1)
+    reach = max(qf_smoothing[0], batch_size - 1)
     neighbours = [_shifted(clip, offset) for offset in range(-reach, reach + 1) if offset != 0]
     return core_of(clip).std.ModifyFrame(clip, [clip, *neighbours], engine.selector(reach))
 
@@ -228,16 +240,17 @@ class _FrameEngine:
 
     def __init__(
         self, restorer: Restorer, gray: bool, fmt: vs.VideoFormat, num_frames: int,
-        qf_for_frame: QFSource | None, smoothing: int, batch_size: int, num_streams: int,
+        qf_for_frame: QFSource | None, smoothing: tuple[int, str, bool], batch_size: int, num_streams: int,
     ) -> None:
         self.restorer = restorer
         self.num_frames = num_frames
         self.gray = gray
         self.fmt = fmt
         self.qf_for_frame = qf_for_frame
-        self.smoothing = smoothing
+        self.smoothing, self.smoothing_method, self.scene_detection = smoothing
         self.batch_size = batch_size
         self.predictions: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self.thumbnails: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self.batch_results: collections.OrderedDict[int, tuple[np.ndarray, int, float | None]] = collections.OrderedDict()
         self.lock = threading.Lock()
         use_streams = restorer.device.type == "cuda" and num_streams > 1
@@ -288,19 +301,28 @@ class _FrameEngine:
         return value
 
     def smoothed(self, n: int, window: dict[int, vs.VideoFrame], num_frames: int) -> float:
-        """Mean predicted QF over the frames of ``window`` that share frame n's scene."""
-        values = [self.predicted(n, window[n])]
-        for step in (-1, 1):
-            k = n
-            while abs(k + step - n) <= self.smoothing and 0 <= k + step < num_frames:
-                here, there = window[k], window[k + step]
-                if step < 0 and (here.props.get("_SceneChangePrev", 0) or there.props.get("_SceneChangeNext", 0)):
-                    break
-                if step > 0 and (here.props.get("_SceneChangeNext", 0) or there.props.get("_SceneChangePrev", 0)):
-                    break
-                k += step
-                values.append(self.predicted(k, window[k]))
-        return float(np.mean(values))
+        """One QF for the frames within +-N of frame n that share its scene (the core's rule)."""
+        def cut_before(k: int) -> bool:  # a new scene starts at frame k
+            before, after = window[k - 1], window[k]
+            if after.props.get("_SceneChangePrev", 0) or before.props.get("_SceneChangeNext", 0):
+                return True
+            return self.scene_detection and is_scene_change(self.thumbnail(k - 1, before), self.thumbnail(k, after))
+
+        frames = scene_window(n, num_frames, self.smoothing, cut_before)
+        return hold_qf([self.predicted(k, window[k]) for k in frames], self.smoothing_method)
+
+    def thumbnail(self, n: int, frame: vs.VideoFrame) -> np.ndarray:
+        """A small copy of frame n's first plane (luma, or red), for scene detection; cached."""
+        with self.lock:
+            if n in self.thumbnails:
+                return self.thumbnails[n]
+        peak = 1.0 if frame.format.sample_type == vs.FLOAT else float((1 << frame.format.bits_per_sample) - 1)
+        small = thumbnail(np.asarray(frame[0]), peak)
+        with self.lock:
+            self.thumbnails[n] = small
+            while len(self.thumbnails) > _PREDICTION_CACHE_FRAMES:
+                self.thumbnails.popitem(last=False)
+        return small
 
     # -- the per-frame callback ----------------------------------------------------
     def selector(self, reach: int) -> Callable[[int, list[vs.VideoFrame]], vs.VideoFrame]:
