@@ -62,6 +62,7 @@ def main() -> None:
             rows["openvino"] = timings({
                 "given QF": lambda: ov.restore(x, control),
                 "encode, pool, decode": lambda: ov.decode_tile(ov.encode_tile(x), control),
+                "QF graph alone (then given QF)": lambda: ov.quality_feature_sum(x),
                 "one-tile graph, QF predicted": lambda: ov.restore_predicted(x),
             }, args.runs)
     except ImportError:

@@ -37,11 +37,11 @@ import torch
 from .network import FBCNN, EncodedTile, _pad_to_multiple
 
 #: Graph variants: the restoration at a given QF; a whole image restored at its own rounded
-#: predicted QF in one pass; the encoder with the QF branch's pooled features, and the decoder
-#: on the encoder's outputs (these two share an encoder pass between several tiles).
-GRAPHS = ("restore", "blind", "encode", "decode")
+#: predicted QF in one pass; the encoder and QF branch alone, giving the pooled features; and
+#: the encoder with all its outputs and the decoder on them (these two share an encoder pass).
+GRAPHS = ("restore", "blind", "quality", "encode", "decode")
 #: Bumped when the graphs' inputs or outputs change, so older cached conversions are not read.
-GRAPH_FORMAT = 2
+GRAPH_FORMAT = 3
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,6 +118,16 @@ class _Blind(torch.nn.Module):
         return self.network.decode(features, 1.0 - qf / 100.0), predicted, qf
 
 
+class _Quality(torch.nn.Module):
+    def __init__(self, network: FBCNN) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.network.qf_pred[: self.network.blocks](self.network.encode(x)[-1])
+        return features.sum(dim=(2, 3))
+
+
 class _Encode(torch.nn.Module):
     def __init__(self, network: FBCNN) -> None:
         super().__init__()
@@ -151,6 +161,8 @@ def _convert(network: FBCNN, graph: str) -> Any:
         module, example, shapes = _Restore(network), (x, control), [image, scalar]
     elif graph == "blind":
         module, example, shapes = _Blind(network), (x,), [image]
+    elif graph == "quality":
+        module, example, shapes = _Quality(network), (x,), [image]
     elif graph == "encode":
         module, example, shapes = _Encode(network), (x,), [image]
     else:
@@ -286,9 +298,14 @@ class OpenVINONetwork:
             y = np.array(request.get_output_tensor(0).data, copy=True)
         return torch.from_numpy(y)[..., : encoded.height, : encoded.width]
 
+    #: Encoding a tile apart from its decoder costs most of a pass more than the fused graph here
+    #: (its features leave the graph), more than encoding it a second time for the QF alone: the
+    #: Restorer then predicts from the QF graph and restores every tile in the fused one.
+    separate_quality_pass = True
+
     def quality_feature_sum(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         padded = _pad_to_multiple(x.float())
-        *_, quality_sum = self._infer("encode", [padded.numpy()])
+        (quality_sum,) = self._infer("quality", [padded.numpy()])
         return torch.from_numpy(quality_sum), (padded.shape[-2] // 8) * (padded.shape[-1] // 8)
 
     def quality_from_features(self, mean_features: torch.Tensor) -> torch.Tensor:

@@ -196,10 +196,14 @@ class Restorer:
             predicted = self.predict_quality(image, network)
             estimate = QFEstimate(clamp_qf(predicted), "predicted", predicted)
         else:
-            # The QF from the encoder features of a few restoration tiles, which are then decoded
-            # from those same features: predicting costs the QF branch alone, no second encoder pass.
-            encoded = self.encode_sample(image, network, tiles)
-            predicted = self.quality_of(list(encoded.values()), network)
+            # The QF from a few restoration tiles.  PyTorch keeps their encoder features and decodes
+            # them once the QF is known: predicting costs the QF branch alone, no second encoder pass.
+            if getattr(network, "separate_quality_pass", False):
+                # OpenVINO, where splitting a tile's pass costs more than a QF-only pass over it.
+                predicted = self.quality_of([self.quality_sum(image, network, t) for t in sample_tiles(tiles)], network)
+            else:
+                encoded = self.encode_sample(image, network, tiles)
+                predicted = self.quality_of(list(encoded.values()), network)
             estimate = QFEstimate(clamp_qf(predicted), "predicted", predicted)
         order = iter(enumerate(tiles))
 
@@ -217,10 +221,15 @@ class Restorer:
     def encode_sample(self, image: torch.Tensor, network: torch.nn.Module, tiles: list[Tile]) -> dict[int, EncodedTile]:
         """Encoder features of a few of ``tiles`` (at most QF_SAMPLE_TILES, each in the middle of an
         equal share of the tiles, so they spread over the image), by tile index."""
-        wanted = min(len(tiles), QF_SAMPLE_TILES)
-        picks = sorted({int((k + 0.5) * len(tiles) / wanted) for k in range(wanted)})
         return {i: network.encode_tile(self.to_device(image[:, :, t.top : t.bottom, t.left : t.right]))
-                for i, t in ((i, tiles[i]) for i in picks)}
+                for i, t in ((i, tiles[i]) for i in sample_indices(len(tiles)))}
+
+    @torch.inference_mode()
+    def quality_sum(self, image: torch.Tensor, network: torch.nn.Module, tile: Tile) -> EncodedTile:
+        """A tile's pooled QF features alone, shaped like an encoded tile's (no features kept)."""
+        part = self.to_device(image[:, :, tile.top : tile.bottom, tile.left : tile.right])
+        feature_sum, count = network.quality_feature_sum(part)
+        return EncodedTile((), feature_sum.float(), count, tile.bottom - tile.top, tile.right - tile.left)
 
     @torch.inference_mode()
     def quality_of(self, encoded: list[EncodedTile], network: torch.nn.Module) -> float:
@@ -257,6 +266,16 @@ class Restorer:
         """A CPU tensor on the device, in the compute precision and channels-last layout."""
         tensor = tensor.to(self.device, self.io_dtype, non_blocking=True)
         return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def sample_indices(count: int) -> list[int]:
+    """Up to QF_SAMPLE_TILES of ``count`` tile indices, each in the middle of an equal share."""
+    wanted = min(count, QF_SAMPLE_TILES)
+    return sorted({int((k + 0.5) * count / wanted) for k in range(wanted)})
+
+
+def sample_tiles(tiles: list[Tile]) -> list[Tile]:
+    return [tiles[i] for i in sample_indices(len(tiles))]
 
 
 def tiles_predict_well(tiles: list[Tile], height: int, width: int) -> bool:

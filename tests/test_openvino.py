@@ -46,7 +46,7 @@ def test_dynamic_shapes_batches_and_the_cache(bundled_color_model, cache, monkey
     openvino, pytorch = restorers(bundled_color_model, cache, monkeypatch, "fp32", tile=128)
     _, network = openvino.prepared_network(False)
     graphs = sorted(cache.rglob("*.xml"))
-    assert [p.stem for p in graphs] == ["blind", "decode", "encode", "restore"]  # converted once, kept
+    assert [p.stem for p in graphs] == ["blind", "decode", "encode", "quality", "restore"]  # converted once, kept
     stamps = [p.stat().st_mtime_ns for p in graphs]
     # Tiles of several sizes (the 128-px tiling of an odd-sized image) and a batch of frames.
     degraded = pillow_jpeg(natural_image(203, 301, seed=10), 30)
