@@ -62,7 +62,9 @@ def test_fp32_graph_equals_the_restorer(tiny_color_model, jpeg_image, qf):
 def test_overshoot_is_clamped_for_the_network_and_given_back(tiny_color_model, jpeg_image):
     # As after a YUV -> RGB conversion: values a little outside [0, 1] near saturated edges.
     rng = np.random.default_rng(0)
-    image = (jpeg_image * 1.2 - 0.1 + rng.normal(0, 0.01, jpeg_image.shape)).astype(np.float32)
+    low, high = float(jpeg_image.min()), float(jpeg_image.max())
+    stretched = (jpeg_image - low) / max(high - low, 1e-6)  # the photo's own range mapped onto [0, 1] first
+    image = (stretched * 1.2 - 0.1 + rng.normal(0, 0.01, jpeg_image.shape)).astype(np.float32)
     assert image.min() < 0 and image.max() > 1
     clamped = np.clip(image, 0, 1)
     expected = _restored(tiny_color_model, clamped, 30) + (image - clamped)

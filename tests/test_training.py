@@ -177,8 +177,9 @@ def test_chain_compresses_resizes_and_compresses_again_with_the_first_qf_as_labe
     assert psnr(sample.clean, sample.degraded) > psnr(np.roll(sample.clean, 2, axis=1), sample.degraded) + 2
     # The strong first grid was stretched to a 12-pixel period; the second, at QF 90, is faint.
     assert grid_strength(sample.degraded, 12) > 1.3 * grid_strength(sample.degraded, 8)
+    # Control: on the same content a plain QF-10 JPEG shows the 8-pixel period instead.
     single = jpeg_roundtrip(sample.clean, 10)
-    assert grid_strength(single, 8) > 1.3 * grid_strength(single, 12)
+    assert grid_strength(single, 8) > 1.2 * grid_strength(single, 12)
 
 
 def test_chain_samples_in_batches_are_labelled_and_flagged_and_off_by_default():
