@@ -125,9 +125,10 @@ def test_device_selection():
 
 
 def test_bf16_on_cpu_stays_close_to_fp32(tiny_color_model, jpeg_rgb):
-    fp32 = Restorer(tiny_color_model, device="cpu").restore(jpeg_rgb, qf=20).image.astype(float)
+    # fp32 named explicitly: the default is bf16 on CPUs that compute it in hardware.
+    fp32 = Restorer(tiny_color_model, device="cpu", precision="fp32").restore(jpeg_rgb, qf=20).image.astype(float)
     bf16 = Restorer(tiny_color_model, device="cpu", precision="bf16").restore(jpeg_rgb, qf=20).image.astype(float)
-    assert np.abs(fp32 - bf16).mean() < 3.0
+    assert 0 < np.abs(fp32 - bf16).mean() < 3.0  # bf16 really ran, and stayed close
 
 
 @needs_shared
