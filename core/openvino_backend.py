@@ -238,6 +238,8 @@ class OpenVINONetwork:
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == torch.bfloat16 else "f32",
             "PERFORMANCE_HINT": "LATENCY",
+            # The same thread budget as PyTorch's, so --threads and one Ray worker per core hold here too.
+            "INFERENCE_NUM_THREADS": max(1, torch.get_num_threads()),
             "CACHE_DIR": str(paths["restore"].parent / "compiled"),
         }
         self._compiled = {graph: core.compile_model(core.read_model(path), "CPU", config) for graph, path in paths.items()}
