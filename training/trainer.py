@@ -363,8 +363,8 @@ class Trainer:
         """Train up to ``config.steps`` (or ``max_steps`` more steps), checkpointing as it goes.
 
         With ``time_budget`` (seconds of wall time) the run instead ends when the budget is
-        spent and the cosine schedule runs over time rather than steps: on a lent GPU the
-        minutes are fixed and the step rate is not known in advance.
+        spent and the cosine schedule runs over time rather than steps: where GPU time comes in
+        fixed slots the minutes are known and the step rate is not.
         """
         config = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
