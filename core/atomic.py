@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .interrupts import held
+
 
 def _default_mode() -> int:
     umask = os.umask(0)
@@ -27,18 +29,29 @@ def atomic_target(path: str | os.PathLike[str], *, replace: bool = True) -> Iter
     that appeared meanwhile is never clobbered.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
-    os.close(fd)
-    tmp = Path(name)
+    tmp: Path | None = None
     try:
+        # A stop signal (see core.interrupts) waits until the temporary file's name is known here,
+        # and again while the output takes its place: Ctrl-C at the wrong instant would otherwise
+        # leave a .part file that nothing removes.
+        with held():
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
+            os.close(fd)
+            tmp = Path(name)
         yield tmp
-        os.chmod(tmp, _default_mode())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _claim(tmp, path)
+        with held():
+            os.chmod(tmp, _default_mode())
+            if replace:
+                os.replace(tmp, path)
+            else:
+                _claim(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            try:
+                with held():
+                    tmp.unlink(missing_ok=True)
+            finally:
+                tmp.unlink(missing_ok=True)  # again, should a signal have cut in before the hold
 
 
 def _claim(tmp: Path, path: Path) -> None:

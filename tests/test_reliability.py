@@ -481,3 +481,28 @@ def test_test_photos_come_from_scikit_image_when_the_team_data_is_hidden():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1], env=environment)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_signal_during_a_held_section_is_raised_when_it_ends(tmp_path):
+    # The race behind defect 5: a stop between creating a temporary file and arming its removal.
+    from fbcnn_plugins.cli.signals import Interrupted, stop_on_signals
+    from fbcnn_plugins.core.atomic import atomic_target
+    from fbcnn_plugins.core.interrupts import held
+
+    reached_end = False
+    with stop_on_signals():
+        with pytest.raises(Interrupted) as stop:
+            with held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler has run by now, and kept the exception
+                reached_end = True
+        assert reached_end and stop.value.signum == signal.SIGTERM
+    target = tmp_path / "out.png"
+    with stop_on_signals():
+        with pytest.raises(Interrupted):
+            with atomic_target(target) as tmp:
+                tmp.write_bytes(b"complete")
+                with held():  # the stop arrives while the output takes its place: it lands after
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.05)
+    assert not leftovers(tmp_path) and not target.exists()

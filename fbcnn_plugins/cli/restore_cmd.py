@@ -174,6 +174,7 @@ def _run_jobs(jobs: list[Job], restorer, qf, args: argparse.Namespace, results: 
         for job in jobs:
             progress.start(job.source)
             started = time.perf_counter()
+            started_ns = time.time_ns()
             record: dict[str, Any] = {"input": str(job.source), "output": str(job.target)}
             try:
                 target = job.target.resolve()
@@ -188,6 +189,11 @@ def _run_jobs(jobs: list[Job], restorer, qf, args: argparse.Namespace, results: 
                 if not args.json:
                     frames = f", {record['frames']} frames" if record.get("frames", 1) > 1 else ""
                     progress.line(f"{job.source} -> {job.target}  (QF {record['qf']}, {record['qf_source']}{frames})")
+            except Interrupted:
+                if _written_since(job.target, started_ns):  # the stop came after the output was in place
+                    record["seconds"] = round(time.perf_counter() - started, 3)
+                    results.append(record)
+                raise
             except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
                 record["error"] = _message(job, error)
                 progress.line(f"error: {record['error']}")
@@ -195,6 +201,18 @@ def _run_jobs(jobs: list[Job], restorer, qf, args: argparse.Namespace, results: 
             progress.advance()
     finally:
         progress.close()
+
+
+def _written_since(target: Path, since_ns: int) -> bool:
+    """Whether ``target`` was put in place after ``since_ns`` (so by this run's current file).
+
+    File times come from the kernel's coarse clock, which may trail ``time.time_ns()`` by a
+    tick; 20 ms of slack covers that, and an earlier run's output is older by far.
+    """
+    try:
+        return target.stat().st_mtime_ns >= since_ns - 20_000_000
+    except OSError:
+        return False
 
 
 def _message(job: Job, error: Exception) -> str:

@@ -14,6 +14,8 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from fbcnn_plugins.core.interrupts import raise_unless_held
+
 HANDLED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -46,7 +48,7 @@ def stop_on_signals() -> Iterator[None]:
         if raised:  # a second Ctrl-C must not cut the clean-up of the first short
             return
         raised = True
-        raise Interrupted(signum)
+        raise_unless_held(Interrupted(signum))  # at once, or when a file's clean-up has finished
 
     previous = {sig: signal.signal(sig, handler) for sig in HANDLED}
     try:
