@@ -23,8 +23,10 @@ degradation chains, never on the validation images the benchmark reports):
    top of a resize, whose grid is gone; then the network's prediction, pushed further down
    by how far it sits below the last save, since a prediction trained on single saves gets
    only a fraction of the way towards the first compression of such a chain (``predicted``).
-4. No header and no trusted grid: if the network sees little damage too (on images too
-   small for FBCNN-D: unless it sees heavy damage), the image was most likely never
+4. No header and no trusted grid: if the image's strong edges sit between exactly flat
+   colours (drawn content: a screenshot, UI, line art; see
+   :mod:`~fbcnn_plugins.core.drawn_content`), or the network sees little damage (on images
+   too small for FBCNN-D: unless it sees heavy damage), the image was most likely never
    compressed (a PNG, an icon, a thumbnail) and is left as it was (``clean``, see
    :func:`restore_auto`); else the network's prediction.
 
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .drawn_content import EdgeEvidence, exact_edge_share
 from .qf_estimation import NEAR_QF, DominantQF, dominant_quality, header_quality
 from .quality import QF_MAX, QFEstimate, clamp_qf
 from .restorer import RestoreResult, Restorer
@@ -103,6 +106,7 @@ class QFDecision:
     dominant_trusted: bool = False
     shift: tuple[int, int] | None = None
     double_compressed: bool | None = None
+    exact_edge_share: float | None = None
 
     def estimate(self) -> QFEstimate:
         return QFEstimate(self.qf, self.source, self.predicted, shift=self.shift,
@@ -184,10 +188,12 @@ def decide(
     *,
     header: int | None = None,
     dominant: DominantQF | None = None,
+    edges: EdgeEvidence | None = None,
 ) -> QFDecision:
     """The ``auto`` rule (see the module docstring) on evidence already gathered."""
     trusted = trusted_grid(dominant, height, width)
     facts = dict(
+        exact_edge_share=None if edges is None else edges.share,
         predicted=float(predicted), header=header,
         dominant=None if dominant is None else dominant.quality,
         dominant_depth=None if dominant is None else dominant.depth,
@@ -226,6 +232,11 @@ def decide(
                     "FBCNN-D finds no JPEG grid" if dominant.quality is None else
                     f"FBCNN-D's grid (QF {dominant.quality}, depth {dominant.depth or 0:.2f}) is too shallow "
                     f"to be told from texture at {width}x{height}")
+    if edges is not None and edges.drawn:
+        return QFDecision(CLEAN_QF, "clean", (
+            f"no JPEG header, {why_not_grid}, and {edges.share:.0%} of the pixel pairs around its strong "
+            f"edges are exactly equal, which no JPEG decoder leaves: drawn content (a screenshot, line art) "
+            f"never compressed, left as it is"), **facts)
     if min(height, width) < MIN_DOMINANT_SIDE:
         if predicted >= TINY_CLEAN_PREDICTION:
             return QFDecision(CLEAN_QF, "clean", (
@@ -253,7 +264,8 @@ def decide_qf(
         header = header_estimate(jpeg_path, height, width)
     header_qf = header.value if isinstance(header, QFEstimate) else header
     predicted = restorer.predict_qf(image)
-    return decide(predicted, height, width, header=header_qf, dominant=dominant_evidence(image))
+    return decide(predicted, height, width, header=header_qf, dominant=dominant_evidence(image),
+                  edges=exact_edge_share(eight_bit_color(image)))
 
 
 def choose_qf(

@@ -16,7 +16,8 @@ from fbcnn_plugins.core.qf_choice import (
 )
 from fbcnn_plugins.core.qf_estimation import DominantQF
 from fbcnn_plugins.core.restorer import Restorer
-from fbcnn_plugins.qf_chains import Chain, double, jpeg, png_of_jpeg, run_chain, single, untouched
+from fbcnn_plugins.core.drawn_content import exact_edge_share
+from fbcnn_plugins.qf_chains import Chain, double, jpeg, png_of_jpeg, resize, run_chain, screenshot, single, untouched
 
 
 def photo(name: str, height: int, width: int, top: int = 0, left: int = 0) -> np.ndarray:
@@ -50,6 +51,42 @@ def test_small_clean_images_are_not_smeared(tmp_path, capsys, size, name, top, l
         out = np.asarray(restored.convert("RGB"))
     assert psnr(clean, out) >= 40.0, record
     assert record["qf"] >= 90, record
+
+
+@pytest.mark.parametrize("size", [None, (96, 96), (32, 48)])
+def test_a_never_compressed_screenshot_is_left_as_it_is(tmp_path, capsys, size):
+    """Flat colours and text make the network predict heavy damage; the exact edges say otherwise."""
+    shot = screenshot()
+    if size is not None:
+        shot = np.ascontiguousarray(shot[30 : 30 + size[0], 20 : 20 + size[1]])
+    source = tmp_path / "shot.png"
+    Image.fromarray(shot).save(source)
+    record = restore_file(source, capsys)
+    with Image.open(tmp_path / "shot-out.png") as restored:
+        assert np.array_equal(np.asarray(restored.convert("RGB")), shot), record
+    assert record["qf_source"] == "clean" and "exactly equal" in record["qf_reason"], record
+
+
+def test_a_compressed_screenshot_is_still_restored(restorer):
+    shot = screenshot()
+    damaged = jpeg(shot, 40)  # a PNG of a JPEG: its grid decides
+    restored = restore_auto(restorer, damaged)
+    assert restored.qf.source == "dominant" and psnr(shot, restored.image) > psnr(shot, damaged) + 0.5
+    # Resized after the JPEG: no grid left, but the ringing is, so it is not taken for drawn content.
+    decision = decide_qf(restorer, resize(jpeg(shot, 60), 205, 205))
+    assert decision.source == "predicted" and decision.qf < 90, decision
+
+
+def test_exact_edges_tell_drawn_images_from_jpegs_and_photos():
+    shot = screenshot()
+    assert exact_edge_share(shot).drawn
+    for quality in (95, 75, 30):  # even a light JPEG rings around every strong edge
+        assert not exact_edge_share(jpeg(shot, quality)).drawn, quality
+        assert not exact_edge_share(jpeg(shot, quality, 0)).drawn, quality
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry"):
+        image = getattr(data, name)()
+        for crop in (image, image[:64, :64], image[100:132, 100:132]):
+            assert not exact_edge_share(np.ascontiguousarray(crop)).drawn, name
 
 
 def test_restore_auto_leaves_clean_images_as_they_are_and_restores_jpegs(restorer):

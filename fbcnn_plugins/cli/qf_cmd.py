@@ -86,7 +86,8 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
             "dominant": {"quality": dominant.quality, "shift": dominant.shift,
                          "double_compressed": dominant.double_compressed, "mse": dominant.mse,
                          "depth": dominant.depth},
-            "auto": {"qf": auto.qf, "source": auto.source, "reason": auto.reason},
+            "auto": {"qf": auto.qf, "source": auto.source, "reason": auto.reason,
+                     "exact_edge_share": auto.exact_edge_share},
         }
         reports.append(report)
         if not args.json:
@@ -106,9 +107,11 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
 
 def _auto_decision(path, pixels, predicted: float, dominant):
     """What ``--qf auto`` would use for this file, from the estimates already made (the core's one rule)."""
-    from fbcnn_plugins.core.qf_choice import MIN_DOMINANT_SIDE, decide, header_estimate
+    from fbcnn_plugins.core.drawn_content import exact_edge_share
+    from fbcnn_plugins.core.qf_choice import MIN_DOMINANT_SIDE, decide, eight_bit_color, header_estimate
 
     height, width = pixels.shape[:2]
     header = header_estimate(path, height, width)
     return decide(predicted, height, width, header=None if header is None else header.value,
-                  dominant=dominant if min(height, width) >= MIN_DOMINANT_SIDE else None)
+                  dominant=dominant if min(height, width) >= MIN_DOMINANT_SIDE else None,
+                  edges=exact_edge_share(eight_bit_color(pixels)))

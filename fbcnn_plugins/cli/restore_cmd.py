@@ -273,6 +273,8 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=N
     remove_stale_temporaries(job.target)
     record = {"qf": used.value, "qf_source": used.source, "qf_predicted": used.predicted,
               "size": [int(frames[0].shape[1]), int(frames[0].shape[0])]}
+    if used.reason:
+        record["qf_reason"] = used.reason
     if len(frames) > 1:
         record["frames"] = len(frames)
     if notes:
