@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 #: The IJG (libjpeg) standard tables, Annex K of the JPEG standard, natural (row-major) order.
 LUMA_TABLE = np.array([
@@ -87,6 +87,11 @@ class HeaderQF:
     error: float  # mean absolute difference per table entry to the closest IJG tables
     custom_tables: bool  # the encoder used its own tables; ``quality`` is only the closest match
     progressive: bool = False
+    chroma: str | None = None  # "4:2:0", "4:2:2" or "4:4:4" for colour files; None for gray or unusual ones
+
+
+#: Pillow's sampling codes (``JpegImagePlugin.get_sampling``) as the usual names.
+CHROMA_SAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 
 
 def header_quality(path: str | os.PathLike[str]) -> HeaderQF | None:
@@ -96,9 +101,10 @@ def header_quality(path: str | os.PathLike[str]) -> HeaderQF | None:
             return None
         tables = {k: np.asarray(v, dtype=np.float64) for k, v in getattr(image, "quantization", {}).items()}
         progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+        chroma = CHROMA_SAMPLING.get(JpegImagePlugin.get_sampling(image)) if image.mode != "L" else None
     if 0 not in tables:
         return None
-    return quality_from_tables(tables, progressive)
+    return replace(quality_from_tables(tables, progressive), chroma=chroma)
 
 
 def quality_from_tables(tables: dict[int, np.ndarray], progressive: bool = False) -> HeaderQF:

@@ -24,7 +24,9 @@ class QFEstimate:
     ``"dominant"`` or ``"header"``; ``predicted`` is the network's own
     estimate whenever it was computed (a float, before rounding); ``shift``
     and ``double_compressed`` come with the dominant estimate; ``reason`` says, for ``auto``,
-    which evidence decided and why (see :mod:`fbcnn_plugins.core.qf_choice`).
+    which evidence decided and why (see :mod:`fbcnn_plugins.core.qf_choice`); ``chroma`` is a
+    header estimate's chroma subsampling (``"4:2:0"``, ``"4:2:2"``, ``"4:4:4"``), which changes
+    the strength a header QF calls for.
     """
 
     value: int
@@ -33,6 +35,7 @@ class QFEstimate:
     shift: tuple[int, int] | None = None
     double_compressed: bool | None = None
     reason: str | None = None
+    chroma: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

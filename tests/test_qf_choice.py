@@ -117,6 +117,18 @@ def test_single_jpeg_is_restored_at_its_header_qf(tmp_path, capsys, quality):
     assert (record["qf"], record["qf_source"]) == (quality, "header")
 
 
+def test_a_full_chroma_jpeg_is_restored_a_little_gentler_than_its_header_qf(tmp_path, capsys):
+    """A 4:4:4 file's colour is damaged less than the 4:2:0 files the network learnt QF on."""
+    clean = photo("coffee", 160, 224, top=100, left=150)
+    source = tmp_path / "q50-444.jpg"
+    Image.fromarray(clean).save(source, format="JPEG", quality=50, subsampling=0)
+    record = restore_file(source, capsys)
+    assert record["qf_source"] == "header" and 55 <= record["qf"] <= 75 and "4:4:4" in record["qf_reason"], record
+    assert main(["qf", str(source), "--json"]) == 0
+    [report] = json.loads(capsys.readouterr().out)
+    assert report["header"]["chroma"] == "4:4:4" and report["auto"]["qf"] == record["qf"]
+
+
 def test_decision_says_which_evidence_decided(tmp_path, restorer):
     clean = photo("chelsea", 192, 192, top=40, left=120)
     path = tmp_path / "x.jpg"
@@ -166,6 +178,10 @@ def test_rule_branches():
     # The network seeing much heavier damage than the last save wins; a few steps below does not.
     assert decide(90.0 - HEAVIER_DAMAGE_MARGIN - 1, 256, 256, header=90).source == "predicted"
     assert decide(90.0 - HEAVIER_DAMAGE_MARGIN + 2, 256, 256, header=90).source == "header"
+    # A 4:4:4 header calls for a somewhat higher strength; 4:2:0 and the extremes keep theirs.
+    assert decide(50.0, 256, 256, header=50, header_chroma="4:4:4").qf > 55
+    assert decide(50.0, 256, 256, header=50, header_chroma="4:2:0").qf == 50
+    assert [decide(q, 256, 256, header=q, header_chroma="4:4:4").qf for q in (5, 100)] == [5, 100]
     # Nothing points to a compression: clean when the network agrees, else its prediction; on images
     # too small for FBCNN-D only a clearly low prediction counts.
     assert (decide(93.0, 16, 16).qf, decide(93.0, 16, 16).source) == (CLEAN_QF, "clean")

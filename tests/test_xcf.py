@@ -67,8 +67,8 @@ def test_xcf_input_needs_an_xcf_output(tmp_path, capsys):
     assert not (tmp_path / "flat.png").exists()
 
 
-def _parasite(quality: int, tables: list[np.ndarray]) -> bytes:
-    data = bytes([3, quality, 3, len(tables)]) + bytes([2, 2, 1, 1, 1, 1])
+def _parasite(quality: int, tables: list[np.ndarray], luma_sampling: tuple[int, int] = (2, 2)) -> bytes:
+    data = bytes([3, quality, 3, len(tables)]) + bytes([*luma_sampling, 1, 1, 1, 1])
     for table in tables:
         data += b"".join(int(v).to_bytes(2, "big") for v in table)
     return data
@@ -76,7 +76,9 @@ def _parasite(quality: int, tables: list[np.ndarray]) -> bytes:
 
 def test_gimp_jpeg_settings_parasite():
     exact = header_from_jpeg_settings(_parasite(37, []))
-    assert (exact.value, exact.source) == (37, "header")
+    assert (exact.value, exact.source, exact.chroma) == (37, "header", "4:2:0")
+    assert header_from_jpeg_settings(_parasite(37, [], (1, 1))).chroma == "4:4:4"
+    assert header_from_jpeg_settings(_parasite(37, [], (2, 1))).chroma == "4:2:2"
     # Tables stored (GIMP found no exact IJG quality) that are in fact IJG tables: matched exactly.
     luma = ijg_tables(LUMA_TABLE)[61]  # quality 62
     assert header_from_jpeg_settings(_parasite(0, [luma])).value == 62

@@ -81,7 +81,8 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
             "file": str(path),
             "header": None if header is None else {
                 "quality": header.quality, "exact": header.exact, "custom_tables": header.custom_tables,
-                "mean_table_error": header.error, "progressive": header.progressive},
+                "mean_table_error": header.error, "progressive": header.progressive,
+                "chroma": header.chroma},
             "predicted": round(predicted, 2),
             "dominant": {"quality": dominant.quality, "shift": dominant.shift,
                          "double_compressed": dominant.double_compressed, "mse": dominant.mse,
@@ -114,4 +115,5 @@ def _auto_decision(path, pixels, predicted: float, dominant):
     header = header_estimate(path, height, width)
     return decide(predicted, height, width, header=None if header is None else header.value,
                   dominant=dominant if min(height, width) >= MIN_DOMINANT_SIDE else None,
-                  edges=exact_edge_share(eight_bit_color(pixels)))
+                  edges=exact_edge_share(eight_bit_color(pixels)),
+                  header_chroma=None if header is None else header.chroma)
