@@ -102,3 +102,20 @@ def bundled_color_model() -> LoadedModel:
     from fbcnn_plugins.core.catalog import load_model
 
     return load_model(None, gray=False)
+
+
+def clip_from_arrays(arrays: list[np.ndarray], fmt=None, *, fpsnum: int = 24):
+    """A real VapourSynth clip whose frame n holds arrays[n] (HxWxC planes in the format's sample type)."""
+    import vapoursynth as vs
+
+    height, width = arrays[0].shape[:2]
+    blank = vs.core.std.BlankClip(width=width, height=height, format=fmt or vs.RGB24, length=len(arrays),
+                                  fpsnum=fpsnum)
+
+    def fill(n, f):
+        out = f.copy()
+        for p in range(out.format.num_planes):
+            np.copyto(np.asarray(out[p]), arrays[n][:, :, p] if arrays[n].ndim == 3 else arrays[n])
+        return out
+
+    return vs.core.std.ModifyFrame(blank, blank, fill)

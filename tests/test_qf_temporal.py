@@ -15,6 +15,8 @@ from fbcnn_plugins.core.qf_temporal import (
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.qf_chains import jpeg
 
+from conftest import clip_from_arrays
+
 #: An MPEG-like group of pictures: I B B P B B P B B P B B (I and P kept better than B here).
 GOP = [30, 55, 55, 34, 55, 55, 34, 55, 55, 34, 55, 55]
 
@@ -118,19 +120,10 @@ def test_mpeg2_clip_gets_one_strength_per_scene(mpeg2_frames, restorer):
 @needs_ffmpeg
 def test_vapoursynth_filter_holds_the_qf_through_the_gop(mpeg2_frames, restorer):
     """The real VapourSynth filter on the MPEG-2 clip, scene changes found by the filter itself."""
-    vs = pytest.importorskip("vapoursynth")
+    pytest.importorskip("vapoursynth")
     from fbcnn_plugins.vapoursynth import fbcnn
 
-    core = vs.core
-    blank = core.std.BlankClip(width=128, height=128, format=vs.RGB24, length=len(mpeg2_frames))
-
-    def fill(n, f):
-        out = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), mpeg2_frames[n][:, :, p])
-        return out
-
-    clip = core.std.ModifyFrame(blank, blank, fill)
+    clip = clip_from_arrays(mpeg2_frames)
     held = fbcnn(clip, device="cpu", qf_smoothing=6, qf_smoothing_method="low", scene_detection=True)
     got = [held.get_frame(n).props["FBCNN_QF_Predicted"] for n in range(len(mpeg2_frames))]
     raw = [restorer.predict_qf(frame) for frame in mpeg2_frames]

@@ -26,7 +26,7 @@ from PIL import Image
 
 from fbcnn_plugins.cli.main import main
 
-from conftest import natural_image
+from conftest import clip_from_arrays, natural_image
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,
@@ -233,7 +233,7 @@ def test_workers_that_cannot_start_stop_the_job_with_their_error(cluster, tmp_pa
 
 @needs_ray
 def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_path, monkeypatch):
-    vs = pytest.importorskip("vapoursynth")
+    pytest.importorskip("vapoursynth")
     from fbcnn_plugins.ray_video import vspipe_path
 
     address, env, _ = cluster
@@ -277,17 +277,7 @@ def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_pat
     monkeypatch.setenv("FBCNN_BACKEND", "pytorch")
     from fbcnn_plugins.vapoursynth import fbcnn
 
-    core = vs.core
-    blank = core.std.BlankClip(width=64, height=48, format=vs.RGB24, length=6, fpsnum=24)
-    pictures = [np.asarray(Image.open(tmp_path / f"f{i % 3}.jpg")) for i in range(6)]
-
-    def load(n, f):
-        out = f.copy()
-        for p in range(3):
-            np.copyto(np.asarray(out[p]), pictures[n][:, :, p])
-        return out
-
-    source = core.std.ModifyFrame(blank, blank, load)
+    source = clip_from_arrays([np.asarray(Image.open(tmp_path / f"f{i % 3}.jpg")) for i in range(6)])
     in_whole = fbcnn(source, qf_smoothing=2, device="cpu").get_frame(2).props["FBCNN_QF"]
     in_trimmed = fbcnn(source[2:4], qf_smoothing=2, device="cpu").get_frame(0).props["FBCNN_QF"]
     assert in_whole != in_trimmed

@@ -15,23 +15,9 @@ from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.weights import save_weights
 from fbcnn_plugins.vapoursynth import fbcnn
 
-from conftest import REPO, natural_image, pillow_jpeg
+from conftest import REPO, clip_from_arrays, natural_image, pillow_jpeg
 
 core = vs.core
-
-
-def clip_from_arrays(arrays: list[np.ndarray], fmt: int) -> vs.VideoNode:
-    """A clip whose frame n holds arrays[n] (HxWxC planes in the format's sample type)."""
-    height, width = arrays[0].shape[:2]
-    blank = core.std.BlankClip(width=width, height=height, format=fmt, length=len(arrays))
-
-    def fill(n, f):
-        out = f.copy()
-        for p in range(out.format.num_planes):
-            np.copyto(np.asarray(out[p]), arrays[n][:, :, p] if arrays[n].ndim == 3 else arrays[n])
-        return out
-
-    return core.std.ModifyFrame(blank, blank, fill)
 
 
 def frame_array(clip: vs.VideoNode, n: int = 0) -> np.ndarray:
