@@ -8,6 +8,8 @@ serves the 72 M-parameter paper network and the compact CPU configs.
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -181,6 +183,25 @@ class FBCNN(nn.Module):
     def quality_from_features(self, mean_features: torch.Tensor) -> torch.Tensor:
         """The QF head (after pooling) applied to mean features of shape (N, C)."""
         return self.qf_pred[self.blocks + 2 :](mean_features)
+
+    def add_strength_head(self) -> None:
+        """Give the network a second head on the QF branch's pooled features: the *strength*.
+
+        The QF head says which JPEG quality the damage looks like (what it was trained on, and the
+        better witness of whether an image was compressed at all); the strength head says which
+        control restores the image best, also after a resize or a second save
+        (:mod:`fbcnn_plugins.training.qf_head`).  It starts as a copy of the QF head's last layers.
+        Weights files that carry ``strength_pred.*`` tensors get it on loading.
+        """
+        self.strength_pred = copy.deepcopy(self.qf_pred[self.blocks + 2 :])
+
+    @property
+    def has_strength_head(self) -> bool:
+        return hasattr(self, "strength_pred")
+
+    def strength_from_features(self, mean_features: torch.Tensor) -> torch.Tensor:
+        """The strength head applied to mean pooled features (N, C), as q = 1 - QF/100."""
+        return self.strength_pred(mean_features)
 
     def encode_tile(self, x: torch.Tensor) -> EncodedTile:
         """The encoder and the QF branch's pooled features of one input, kept for :meth:`decode_tile`.

@@ -232,7 +232,9 @@ class OpenVINONetwork:
         self.blocks = network.blocks
         self.precision = precision
         # The QF head after pooling is a few small matrix products: it stays in PyTorch, in fp32.
-        self._head = _fp32_copy(network).qf_pred[network.blocks + 2 :]
+        fp32 = _fp32_copy(network)
+        self._head = fp32.qf_pred[network.blocks + 2 :]
+        self._strength = fp32.strength_pred if network.has_strength_head else None
         paths = converted_graphs(network, cache)
         core = ov.Core()
         config = {
@@ -313,3 +315,11 @@ class OpenVINONetwork:
     def quality_from_features(self, mean_features: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self._head(mean_features.float())
+
+    @property
+    def has_strength_head(self) -> bool:
+        return self._strength is not None
+
+    def strength_from_features(self, mean_features: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self._strength(mean_features.float())

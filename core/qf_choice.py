@@ -21,16 +21,18 @@ degradation chains, never on the validation images the benchmark reports):
 2. Else the header, else a trusted FBCNN-D grid (``header`` / ``dominant``); a header of a
    file with full-resolution colour (4:4:4) is mapped to the somewhat higher strength such
    files call for (:data:`FULL_CHROMA_STRENGTH`) ...
-3. ... unless the network sees clearly heavier damage than that QF: a high last save on
-   top of a resize, whose grid is gone; then the network's prediction, pushed further down
-   by how far it sits below the last save, since a prediction trained on single saves gets
-   only a fraction of the way towards the first compression of such a chain (``predicted``).
+3. ... unless the network sees far heavier damage than a high last save: an earlier
+   compression whose grid a resize or edit removed; then the network's strength estimate (the
+   bundled colour model's strength head, fitted to the control that restores such chains best),
+   or, for models without one, the QF prediction pushed further down by how far it sits below
+   the last save (``predicted``).
 4. No header and no trusted grid: if the image's strong edges sit between exactly flat
    colours (drawn content: a screenshot, UI, line art; see
    :mod:`~fbcnn_plugins.core.drawn_content`), or the network sees little damage (on images
    too small for FBCNN-D: unless it sees heavy damage), the image was most likely never
    compressed (a PNG, an icon, a thumbnail) and is left as it was (``clean``, see
-   :func:`restore_auto`); else the network's prediction.
+   :func:`restore_auto`); else the network's strength estimate (its QF prediction for models
+   without a strength head).
 
 :func:`decide_qf` returns the decision with its evidence and a sentence saying why;
 :func:`choose_qf` is the same as a :class:`~fbcnn_plugins.core.quality.QFEstimate`.
@@ -67,18 +69,28 @@ OVERRULE_MARGIN = 5
 HIGH_LAST_SAVE = 80
 #: ... on images at least this large (the prediction is steadier on more pixels) ...
 HEAVIER_DAMAGE_MIN_SIDE = 64
-#: ... and when the prediction sits this many QF steps under the last save, but not more than
-#: :data:`HEAVIER_DAMAGE_MAX_GAP`.  On 128-px training crops (12 images) a single JPEG at QF 80,
-#: 90 or 95 left the prediction at most 1.8 under the header, while a JPEG at QF 10-20 resized
-#: by 0.6-0.9 and saved at 90/95 left it 4-17 under (an upscale, up to 22); a far larger gap is
-#: content the network misreads (flat colours, text: 45 on a screenshot), whose file says otherwise.
+#: ... and when the network's *strength* (the bundled colour model's strength head, refitted to the
+#: control that restores best: training/qf_head.py) sits at least this many QF steps under the last
+#: save; it is then used as it is.  On out-of-fold training patches (64-256 px, last save at QF >= 80),
+#: over margins of 10 / 15 / 20 / 30 single JPEGs lost 0.17 / 0.16 / 0.15 / 0.14 dB against each
+#: patch's best strength and resized, re-saved photos 0.19 / 0.21 / 0.24 / 0.29 (the header alone:
+#: 0.10 and 0.74); 15 balances the two.  The price: a single JPEG whose content the strength head
+#: misreads by more than that is restored too strongly (scikit-image's astronaut saved at QF 90
+#: reads 65 and loses 1 dB against the header's QF).
+STRENGTH_MARGIN = 15.0
+#: Models without a strength head (the gray model, third-party weights) fall back on the QF
+#: prediction: rule 3 then applies when it sits this many QF steps under the last save, but not more
+#: than :data:`HEAVIER_DAMAGE_MAX_GAP`.  On 128-px training crops (12 images) a single JPEG at QF 80,
+#: 90 or 95 left the prediction at most 1.8 under the header, while a JPEG at QF 10-20 resized by
+#: 0.6-0.9 and saved at 90/95 left it 4-17 under (an upscale, up to 22); a far larger gap is content
+#: the network misreads (flat colours, text: 45 on a screenshot), whose file says otherwise.
 HEAVIER_DAMAGE_MARGIN = 3.5
 HEAVIER_DAMAGE_MAX_GAP = 30.0
-#: When rule 3 applies, the QF used is the prediction pushed down by this many times its gap to
-#: the last save (the prediction, trained on single saves, gets only a fraction of the way
-#: towards the first compression), but never below :data:`EXTRAPOLATION_FLOOR`.  Chosen on the
-#: training chains (3 images, 13 chains): 4 gave the smallest total and worst-chain loss
-#: against the best fixed QF of 2, 3, 4 and 5; the floor of 10 over 1, 20 and 30.
+#: ... and the QF used is the prediction pushed down by this many times its gap to the last save (a
+#: prediction trained on single saves gets only a fraction of the way towards the first compression),
+#: but never below :data:`EXTRAPOLATION_FLOOR`.  Chosen on the training chains (3 images, 13 chains):
+#: 4 gave the smallest total and worst-chain loss against the best fixed QF of 2, 3, 4 and 5; the
+#: floor of 10 over 1, 20 and 30.
 EXTRAPOLATION = 4.0
 EXTRAPOLATION_FLOOR = 10
 #: The strength a JPEG with full-resolution colour (4:4:4) calls for, by its header QF: the network
@@ -115,6 +127,7 @@ class QFDecision:
     shift: tuple[int, int] | None = None
     double_compressed: bool | None = None
     exact_edge_share: float | None = None
+    strength: float | None = None  # the strength head's estimate, for models that have one
 
     def estimate(self) -> QFEstimate:
         return QFEstimate(self.qf, self.source, self.predicted, shift=self.shift,
@@ -198,11 +211,12 @@ def decide(
     dominant: DominantQF | None = None,
     edges: EdgeEvidence | None = None,
     header_chroma: str | None = None,
+    strength: float | None = None,
 ) -> QFDecision:
     """The ``auto`` rule (see the module docstring) on evidence already gathered."""
     trusted = trusted_grid(dominant, height, width)
     facts = dict(
-        exact_edge_share=None if edges is None else edges.share,
+        exact_edge_share=None if edges is None else edges.share, strength=strength,
         predicted=float(predicted), header=header,
         dominant=None if dominant is None else dominant.quality,
         dominant_depth=None if dominant is None else dominant.depth,
@@ -228,19 +242,15 @@ def decide(
     else:
         base = None
     if base is not None:
-        gap = base - predicted
-        if (base >= HIGH_LAST_SAVE and min(height, width) >= HEAVIER_DAMAGE_MIN_SIDE
-                and HEAVIER_DAMAGE_MARGIN <= gap <= HEAVIER_DAMAGE_MAX_GAP):
-            qf = clamp_qf(max(EXTRAPOLATION_FLOOR, predicted - EXTRAPOLATION * gap))
-            return QFDecision(qf, "predicted", (
-                f"the network sees heavier damage (QF {predicted:.1f}) than {basis}: a high last save over "
-                f"an earlier compression whose grid is gone (resized or edited), so the QF goes "
-                f"{EXTRAPOLATION:g}x the gap below the prediction"), **facts)
+        heavier = heavier_damage(base, basis, predicted, strength, height, width)
+        if heavier is not None:
+            qf, reason = heavier
+            return QFDecision(qf, "predicted", reason, **facts)
         if source == "header" and header_chroma == "4:4:4":
-            strength = header_strength_full_chroma(base)
+            mapped = header_strength_full_chroma(base)
             reason += (f"; the file keeps full-resolution colour (4:4:4), which QF {base} damages less than "
-                       f"the 4:2:0 files the network learnt from, so QF {strength}")
-            base = strength
+                       f"the 4:2:0 files the network learnt from, so QF {mapped}")
+            base = mapped
         return QFDecision(base, source, reason, **facts)
     why_not_grid = ("the image is too small for FBCNN-D" if dominant is None else
                     "FBCNN-D finds no JPEG grid" if dominant.quality is None else
@@ -261,8 +271,32 @@ def decide(
         return QFDecision(CLEAN_QF, "clean", (
             f"no JPEG header, {why_not_grid}, and the network sees little damage (QF {predicted:.1f}): "
             f"treated as never compressed and left as it is"), **facts)
+    if strength is not None:
+        return QFDecision(clamp_qf(strength), "predicted", (
+            f"no JPEG header and {why_not_grid}: the network's strength estimate (its QF estimate: "
+            f"{predicted:.1f})"), **facts)
     return QFDecision(clamp_qf(predicted), "predicted",
                       f"no JPEG header and {why_not_grid}: the network's prediction", **facts)
+
+
+def heavier_damage(base: int, basis: str, predicted: float, strength: float | None,
+                   height: int, width: int) -> tuple[int, str] | None:
+    """Rule 3: the QF and reason when the network sees far heavier damage than a high last save, else None."""
+    if base < HIGH_LAST_SAVE or min(height, width) < HEAVIER_DAMAGE_MIN_SIDE:
+        return None
+    if strength is not None:
+        if base - strength < STRENGTH_MARGIN:
+            return None
+        return clamp_qf(strength), (
+            f"the network sees far heavier damage (strength QF {strength:.1f}) than {basis}: a high last "
+            f"save over an earlier compression whose grid is gone (resized or edited)")
+    gap = base - predicted
+    if not HEAVIER_DAMAGE_MARGIN <= gap <= HEAVIER_DAMAGE_MAX_GAP:
+        return None
+    return clamp_qf(max(EXTRAPOLATION_FLOOR, predicted - EXTRAPOLATION * gap)), (
+        f"the network sees heavier damage (QF {predicted:.1f}) than {basis}: a high last save over an "
+        f"earlier compression whose grid is gone (resized or edited), so the QF goes {EXTRAPOLATION:g}x the "
+        f"gap below the prediction")
 
 
 def header_strength_full_chroma(quality: int) -> int:
@@ -284,9 +318,9 @@ def decide_qf(
         header = header_estimate(jpeg_path, height, width)
     header_qf = header.value if isinstance(header, QFEstimate) else header
     chroma = header.chroma if isinstance(header, QFEstimate) else None
-    predicted = restorer.predict_qf(image)
+    predicted, strength = restorer.predict_qf_and_strength(image)
     return decide(predicted, height, width, header=header_qf, dominant=dominant_evidence(image),
-                  edges=exact_edge_share(eight_bit_color(image)), header_chroma=chroma)
+                  edges=exact_edge_share(eight_bit_color(image)), header_chroma=chroma, strength=strength)
 
 
 def choose_qf(

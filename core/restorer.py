@@ -112,8 +112,8 @@ class Restorer:
 
     # -- QF ------------------------------------------------------------------
     @torch.inference_mode()
-    def predict_quality(self, image: torch.Tensor, network: torch.nn.Module) -> float:
-        """The network's QF for a whole CPU image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
+    def pooled_quality_features(self, image: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+        """The QF branch's features of a whole CPU image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
         _, _, height, width = image.shape
         feature_sum, count = None, 0
         for t in quality_tiles(height, width, max(self.tile, QF_MIN_TILE), MAX_QF_TILES):
@@ -122,17 +122,35 @@ class Restorer:
             feature_sum = tile_sum.float() if feature_sum is None else feature_sum + tile_sum.float()
             count += tile_count
         assert feature_sum is not None
-        mean = (feature_sum / count).to(self.io_dtype)
+        return (feature_sum / count).to(self.io_dtype)
+
+    @torch.inference_mode()
+    def predict_quality(self, image: torch.Tensor, network: torch.nn.Module) -> float:
+        """The network's QF for a whole CPU image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
+        mean = self.pooled_quality_features(image, network)
         return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
 
     def predict_qf(self, image: np.ndarray) -> float:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
+        return self.predict_qf_and_strength(image)[0]
+
+    @torch.inference_mode()
+    def predict_qf_and_strength(self, image: np.ndarray) -> tuple[float, float | None]:
+        """The QF estimate and, from the same features, the strength that should restore the image best.
+
+        The strength comes from the model's strength head (the bundled colour model has one); it is
+        None for models without it.
+        """
         split = split_image(image)
         loaded, network = self.prepared_network(split.is_gray)
         color = split.color
         if split.is_gray and not loaded.is_gray:
             color = np.repeat(color, 3, axis=2)
-        return self.predict_quality(torch.from_numpy(color).permute(2, 0, 1)[None], network)
+        mean = self.pooled_quality_features(torch.from_numpy(color).permute(2, 0, 1)[None], network)
+        quality = scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+        if not getattr(network, "has_strength_head", False):
+            return quality, None
+        return quality, scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
 
     # -- restoration -------------------------------------------------------------
     def restore(

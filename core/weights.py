@@ -183,6 +183,8 @@ def build_from_state_dict(
         if "global_residual" in described:
             config = replace(config, global_residual=bool(described["global_residual"]))
     network = config.build(in_channels)
+    if any(key.startswith("strength_pred.") for key in state_dict):
+        network.add_strength_head()
     reference = network.state_dict()
     converted = {key: value.to(reference[key].dtype) if key in reference else value for key, value in state_dict.items()}
     try:

@@ -5,7 +5,7 @@ saved again, cropped, PNG screenshots of JPEGs, or never compressed at all.  Eac
 :class:`Chain` turns a clean image into one such input plus the reference it should be
 restored towards (for a resize, the clean image resized the same way).  :func:`run_chain`
 restores every image of a chain at the QF each policy picks (``auto``, the network's
-``predicted``, FBCNN-D's ``dominant``, and the plain trust order header > FBCNN-D > network)
+``predicted`` QF and its strength estimate, FBCNN-D's ``dominant``, and the plain trust order header > FBCNN-D > network)
 and at a grid of fixed QFs, whose best (by the mean over the images) is the oracle.
 
 Used by ``benchmarks/bench_chains.py`` and, on a few small images, by the tests.
@@ -182,6 +182,7 @@ class Outcome:
     header: int | None
     trust_order: int  # header, else FBCNN-D, else the network: the plain order of trust
     psnr_at: dict[int, float] = field(default_factory=dict)  # key UNCHANGED: the input as it is
+    strength: float | None = None  # the strength head's estimate (models that have one)
 
     @property
     def auto_used(self) -> int:
@@ -208,8 +209,9 @@ def evaluate_image(restorer: Restorer, case: Degraded, grid: Sequence[int]) -> O
     dominant = decision.dominant if decision.dominant is not None else None
     trust = decision.header or dominant or clamp_qf(decision.predicted)
     outcome = Outcome(psnr(case.reference, case.pixels), decision.qf, decision.source, decision.predicted,
-                      dominant, decision.header, trust)
-    for qf in {*grid, decision.qf, clamp_qf(decision.predicted), trust, *([dominant] if dominant else [])}:
+                      dominant, decision.header, trust, strength=decision.strength)
+    strength = [] if decision.strength is None else [clamp_qf(decision.strength)]
+    for qf in {*grid, decision.qf, clamp_qf(decision.predicted), trust, *strength, *([dominant] if dominant else [])}:
         outcome.psnr_at[qf] = restored_psnr(restorer, case, qf)
     outcome.psnr_at[UNCHANGED] = outcome.psnr_in
     return outcome
@@ -265,8 +267,8 @@ def run_chain(restorer: Restorer, chain: Chain, images: Sequence[np.ndarray], si
 
 def markdown_table(results: Sequence[ChainResult]) -> str:
     """One row per chain: mean gain (dB) of each policy and the QF it used, against the oracle."""
-    lines = ["| chain | auto (QF, source) | predicted | FBCNN-D | header > FBCNN-D > network | best fixed QF | auto - best |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| chain | auto (QF, source) | QF predicted | strength | FBCNN-D | header > FBCNN-D > network | best fixed QF | auto - best |",
+             "|---|---|---|---|---|---|---|---|"]
 
     def cell(result: ChainResult, pick: Callable[[Outcome], int | None]) -> str:
         score = result.score(pick)
@@ -284,7 +286,9 @@ def markdown_table(results: Sequence[ChainResult]) -> str:
         delta = result.score(lambda o: o.auto_used) - oracle
         best = f"{oracle:+.2f} ({result.oracle()})" if not result.chain.clean else f"{oracle:.1f} dB ({result.oracle()})"
         lines.append(f"| {result.chain.name} | {auto[:-1]}, {'/'.join(sources)}) | "
-                     f"{cell(result, lambda o: clamp_qf(o.predicted))} | {cell(result, lambda o: o.dominant)} | "
+                     f"{cell(result, lambda o: clamp_qf(o.predicted))} | "
+                     f"{cell(result, lambda o: None if o.strength is None else clamp_qf(o.strength))} | "
+                     f"{cell(result, lambda o: o.dominant)} | "
                      f"{cell(result, lambda o: o.trust_order)} | {best} | {'+inf' if math.isinf(delta) else f'{delta:+.2f}'} |")
     return "\n".join(lines)
 

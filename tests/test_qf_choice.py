@@ -12,7 +12,8 @@ from skimage import data
 from fbcnn_plugins.cli.main import main
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.qf_choice import (
-    CLEAN_QF, HEAVIER_DAMAGE_MARGIN, MIN_DOMINANT_SIDE, decide, decide_qf, dominant_evidence, restore_auto,
+    CLEAN_QF, HEAVIER_DAMAGE_MARGIN, MIN_DOMINANT_SIDE, STRENGTH_MARGIN, decide, decide_qf, dominant_evidence,
+    restore_auto,
 )
 from fbcnn_plugins.core.qf_estimation import DominantQF
 from fbcnn_plugins.core.restorer import Restorer
@@ -109,7 +110,16 @@ def test_jpeg_resaved_at_95_after_15_is_restored_well_below_95(tmp_path, capsys)
     assert record["qf_source"] == "dominant"
 
 
-@pytest.mark.parametrize("quality", [30, 80])
+def test_jpeg_resized_between_two_saves_is_restored_well_below_its_header(tmp_path, capsys):
+    """A JPEG at QF 15, scaled by 0.75 (its grid gone) and saved at 90: the network sees the damage."""
+    clean = photo("coffee", 320, 320, top=40, left=120)
+    source = tmp_path / "resized.jpg"
+    save_jpeg(source, resize(jpeg(clean, 15), 240, 240), 90)
+    record = restore_file(source, capsys)
+    assert record["qf_source"] == "predicted" and record["qf"] <= 50, record
+
+
+@pytest.mark.parametrize("quality", [30, 80, 90, 95])
 def test_single_jpeg_is_restored_at_its_header_qf(tmp_path, capsys, quality):
     source = tmp_path / f"q{quality}.jpg"
     save_jpeg(source, photo("coffee", 160, 224, top=100, left=150), quality)
@@ -223,3 +233,27 @@ def test_chain_benchmark_on_a_sample_photo(restorer):
     clean = results["clean 32"]
     assert clean.score(lambda o: o.auto_used) >= 40.0 and clean.outcomes[0].auto_source == "clean"
     assert results["JPEG 20"].outcomes[0].auto_source == "header"
+
+
+def test_rule_3_uses_the_strength_head_and_falls_back_without_one():
+    # A strength far below a high last save: used as it is.
+    chosen = decide(88.0, 256, 256, header=90, strength=35.0)
+    assert (chosen.qf, chosen.source, chosen.strength) == (35, "predicted", 35.0) and "strength" in chosen.reason
+    # Within the margin: the header.
+    assert decide(88.0, 256, 256, header=90, strength=90.0 - STRENGTH_MARGIN + 1).source == "header"
+    # Never for a low last save, nor on images too small to read it.
+    assert decide(30.0, 256, 256, header=60, strength=20.0).qf == 60
+    assert decide(88.0, 48, 48, header=90, strength=35.0).qf == 90
+    # No header, no grid, not clean: the strength rather than the QF estimate.
+    assert (decide(60.0, 200, 200, strength=41.0).qf, decide(60.0, 200, 200).qf) == (41, 60)
+    # Whether an image is clean is the QF head's call, whatever the strength says.
+    assert decide(93.0, 200, 200, strength=40.0).source == "clean"
+
+
+def test_the_restorer_gives_the_qf_and_the_strength_from_one_pass(restorer):
+    damaged = jpeg(resize(jpeg(photo("coffee", 320, 320, top=40, left=120), 15), 240, 240), 90)
+    quality, strength = restorer.predict_qf_and_strength(damaged)
+    assert quality == restorer.predict_qf(damaged)
+    assert strength is not None and strength < quality - STRENGTH_MARGIN  # it sees the earlier damage
+    gray = Restorer("fbcnn-gray-small", device="cpu")
+    assert gray.predict_qf_and_strength(damaged[:, :, 0])[1] is None

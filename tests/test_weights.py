@@ -122,3 +122,31 @@ def test_an_unregistered_config_keeps_its_global_residual(tmp_path):
     control = torch.full((1, 1), 0.5)
     with torch.no_grad():
         assert torch.equal(loaded.network(x, control)[0], network(x, control)[0])
+
+
+def test_a_strength_head_travels_with_the_weights_and_leaves_the_rest_alone(tmp_path):
+    network = create_network("tiny", 3)
+    plain = save_weights(network, tmp_path / "plain.safetensors", get_config("tiny"))
+    network.add_strength_head()
+    with torch.no_grad():
+        network.strength_pred[-2].bias.add_(0.5)  # a head that answers differently from the QF head
+    path = save_weights(network, tmp_path / "strength.safetensors", get_config("tiny"))
+    loaded, without = load_weights(path).network, load_weights(plain).network
+    assert loaded.has_strength_head and not without.has_strength_head
+    features = torch.rand(2, network.channels[3])
+    assert torch.equal(loaded.quality_from_features(features), without.quality_from_features(features))
+    assert not torch.allclose(loaded.strength_from_features(features), loaded.quality_from_features(features))
+    image = torch.rand(1, 3, 32, 32)
+    control = torch.full((1, 1), 0.5)
+    assert torch.equal(loaded.restore(image, control), without.restore(image, control))
+
+
+def test_the_bundled_colour_model_has_a_strength_head_and_its_card_says_how():
+    from fbcnn_plugins.core.catalog import load_model
+
+    color, gray = load_model(None, gray=False), load_model(None, gray=True)
+    assert color.verified and color.network.has_strength_head and not gray.network.has_strength_head
+    fitted = color.card["strength_head"]
+    assert fitted["patches"] > 1000 and "training/qf_head.py" in fitted["recipe"]
+    held_out = fitted["held_out"]["resized"]
+    assert held_out["regret_db"] < fitted["held_out_before"]["resized"]["regret_db"]

@@ -1,0 +1,314 @@
+"""Fit the strength head: the control that restores real degradation chains best.
+
+The network's QF head was trained on single and double JPEGs, whose label is a quality
+factor.  A photo compressed hard, resized and saved again at QF 90 then reads as ~80: the
+head recognises the last save and barely sees the earlier damage, although the strength that
+restores such a photo best is far lower (30-50).  What users need from ``predicted`` (and
+``auto`` from its evidence) is the strength that restores the pixels best.
+
+So the bundled colour model has a second head on the QF branch's pooled features, the *strength*
+head (:meth:`~fbcnn_plugins.core.network.FBCNN.add_strength_head`), whose label is measured,
+not assumed: every training patch goes through a random chain
+from :mod:`fbcnn_plugins.qf_chains` (the degradation model ``benchmarks/bench_chains.py``
+scores ``auto`` on: single JPEG at 4:2:0 and 4:4:4, aligned and shifted double JPEG, JPEG ->
+resize -> JPEG, never compressed), and is restored by the frozen network at a grid of QFs.
+Its PSNR curve says which strength is best.  The strength head (three layers after the global
+pooling, starting as a copy of the QF head's) is fitted on the pooled encoder features to
+minimise the PSNR lost against each patch's best strength.  Nothing else changes: the QF head
+still says which JPEG quality the damage looks like (``auto`` asks it whether an image was
+compressed at all), and a fixed ``--qf`` restores exactly as before.
+
+    python -m fbcnn_plugins.training.qf_head collect --out runs/qf-head/patches.npz --count 1600
+    python -m fbcnn_plugins.training.qf_head fit --data runs/qf-head/patches.npz \\
+        --out runs/qf-head/fbcnn-color-small.safetensors
+
+``fit`` writes a copy of the bundled weights with the strength head, and its card says how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fbcnn_plugins.core.catalog import load_model
+from fbcnn_plugins.core.metrics import psnr
+from fbcnn_plugins.core.quality import qf_to_scalar, scalar_to_qf
+from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
+from fbcnn_plugins.qf_chains import Degraded, double, rescaled, single, untouched
+
+from .data import list_images
+
+#: Strengths every patch is restored at; the label is the best of them (refined by a parabola).
+QF_GRID = (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100)
+#: The folders of ``../shared/data/train`` the patches come from (never the validation images).
+TRAIN_FOLDERS = ("bsds_train200", "bsds_val32", "t91", "urban36", "skimage", "debian_wallpapers")
+#: Side of the degraded patches: the sizes ``auto`` sees, from icons to the tiles of photos.
+PATCH_SIDES = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+@dataclass(frozen=True)
+class ChainDraw:
+    """One randomly drawn degradation: its family, its parameters, and what makes the input."""
+
+    family: str
+    params: tuple
+    make: Callable[[np.ndarray, int], Degraded]
+
+
+def draw_chain(rng: np.random.Generator) -> ChainDraw:
+    """A chain in proportion to how often people meet it (re-saved and resized photos weigh most)."""
+    family = rng.choice(["single", "single444", "aligned", "shifted", "resized", "clean"],
+                        p=[0.22, 0.1, 0.08, 0.12, 0.38, 0.1])
+    if family == "single":
+        quality = int(rng.integers(5, 99))
+        return ChainDraw(family, (quality,), single(quality))
+    if family == "single444":
+        quality = int(rng.integers(5, 99))
+        return ChainDraw(family, (quality,), single(quality, 0))
+    if family in ("aligned", "shifted"):
+        first, second = int(rng.integers(5, 70)), int(rng.integers(50, 99))
+        shift = (0, 0) if family == "aligned" else tuple(int(v) for v in rng.integers(0, 8, size=2))
+        if shift == (0, 0) and family == "shifted":
+            shift = (3, 5)
+        return ChainDraw(family, (first, second, shift), double(first, second, shift))
+    if family == "resized":
+        first, second = int(rng.integers(5, 70)), int(rng.integers(70, 99))
+        scale = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+        return ChainDraw(family, (first, round(scale, 3), second), rescaled(first, scale, second))
+    return ChainDraw(family, (), untouched(None))
+
+
+def random_region(image: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A random square region of ``side`` px (the whole image when smaller), so a chain's centre crop varies."""
+    height, width = image.shape[:2]
+    top = int(rng.integers(0, max(1, height - side + 1)))
+    left = int(rng.integers(0, max(1, width - side + 1)))
+    return np.ascontiguousarray(image[top : top + side, left : left + side])
+
+
+@torch.inference_mode()
+def pooled_features(network: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
+    """The QF branch's pooled features of one image, as the restorer pools them for a small image."""
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
+    feature_sum, count = network.quality_feature_sum(tensor)
+    return (feature_sum[0] / count).numpy()
+
+
+@torch.inference_mode()
+def psnr_curve(network: torch.nn.Module, case: Degraded, grid: Sequence[int] = QF_GRID) -> np.ndarray:
+    """PSNR against the reference of the input restored at every QF of ``grid`` (one encoder pass)."""
+    tensor = torch.from_numpy(case.pixels).permute(2, 0, 1)[None].float() / 255.0
+    encoded = network.encode_tile(tensor)
+    values = []
+    for quality in grid:
+        control = torch.full((1, 1), qf_to_scalar(quality))
+        restored = network.decode_tile(encoded, control)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        values.append(psnr(case.reference, np.rint(restored * 255.0).astype(np.uint8)))
+    return np.array(values, dtype=np.float32)
+
+
+def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, sides: Sequence[int] = PATCH_SIDES,
+            log: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict[str, np.ndarray]:
+    """``count`` patches through random chains: pooled features, PSNR curves and what made them."""
+    rng = np.random.default_rng(seed)
+    network = model.network.float().eval()
+    files = list_images(folders)
+    features, curves, inputs, families, params, sizes = [], [], [], [], [], []
+    start = time.perf_counter()
+    for index in range(count):
+        chain = draw_chain(rng)
+        side = int(rng.choice(sides))
+        with Image.open(files[int(rng.integers(len(files)))]) as image:
+            clean = np.asarray(image.convert("RGB"))
+        scale = chain.params[1] if chain.family == "resized" else 1.0
+        region = random_region(clean, int(round(side / scale)) + 16, rng)
+        case = chain.make(region, side)
+        if min(case.pixels.shape[:2]) < min(sides):
+            continue
+        features.append(pooled_features(network, case.pixels))
+        curves.append(psnr_curve(network, case))
+        inputs.append(psnr(case.reference, case.pixels))
+        families.append(chain.family)
+        params.append(json.dumps(chain.params))
+        sizes.append(min(case.pixels.shape[:2]))
+        if (index + 1) % 50 == 0:
+            log(f"{index + 1}/{count} patches, {time.perf_counter() - start:.0f} s")
+    return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
+            "family": np.array(families), "params": np.array(params), "side": np.array(sizes),
+            "grid": np.array(QF_GRID)}
+
+
+def best_qf(curves: np.ndarray, grid: Sequence[int] = QF_GRID) -> np.ndarray:
+    """Each curve's best strength, refined between grid points by a parabola through its peak."""
+    grid = np.asarray(grid, dtype=np.float64)
+    peak = curves.argmax(axis=1)
+    best = grid[peak].copy()
+    for row, index in enumerate(peak):
+        if 0 < index < len(grid) - 1:
+            x, y = grid[index - 1 : index + 2], curves[row, index - 1 : index + 2].astype(np.float64)
+            a, b, _ = np.polyfit(x, y, 2)
+            if a < 0:
+                best[row] = float(np.clip(-b / (2 * a), x[0], x[2]))
+    return best
+
+
+def regret(curves: torch.Tensor, qfs: torch.Tensor, grid: Sequence[int] = QF_GRID) -> torch.Tensor:
+    """PSNR lost against each curve's best when restoring at ``qfs`` (linear between grid points)."""
+    grid_t = torch.tensor(grid, dtype=curves.dtype)
+    qfs = qfs.clamp(grid[0], grid[-1])
+    upper = torch.searchsorted(grid_t, qfs.detach()).clamp(1, len(grid) - 1)
+    lower = upper - 1
+    weight = (qfs - grid_t[lower]) / (grid_t[upper] - grid_t[lower])
+    at = torch.gather(curves, 1, lower[:, None])[:, 0] * (1 - weight) + torch.gather(curves, 1, upper[:, None])[:, 0] * weight
+    return curves.max(dim=1).values - at
+
+
+def head_layers(network: torch.nn.Module) -> torch.nn.Sequential:
+    """The strength head (added as a copy of the QF head's last layers when missing): what this module fits."""
+    if not network.has_strength_head:
+        network.add_strength_head()
+    return network.strength_pred
+
+
+def fit_head(network: torch.nn.Module, features: np.ndarray, curves: np.ndarray, *, steps: int = 3000,
+             lr: float = 3e-4, label_weight: float = 0.02, seed: int = 0) -> list[float]:
+    """Fit the head (in place) to minimise the regret, with a small pull towards each patch's best QF.
+
+    The regret alone is flat wherever a curve is flat (a clean image restores alike at 90-100),
+    so the pull keeps such predictions where the curve peaks instead of drifting.
+    """
+    torch.manual_seed(seed)
+    head = head_layers(network).float().train()
+    inputs = torch.from_numpy(features).float()
+    curve_t = torch.from_numpy(curves).float()
+    target = torch.from_numpy(best_qf(curves)).float()
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    history = []
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        batch = torch.randint(0, len(inputs), (256,), generator=generator)
+        qfs = (1 - head(inputs[batch])[:, 0]) * 100
+        loss = regret(curve_t[batch], qfs).mean() + label_weight * (qfs - target[batch]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 500 == 0 or step == steps - 1:
+            history.append(float(loss))
+    head.eval()
+    return history
+
+
+@torch.no_grad()  # not inference_mode: the strength head may be created here, and is trained afterwards
+def predict(network: torch.nn.Module, features: np.ndarray) -> np.ndarray:
+    q = head_layers(network)(torch.from_numpy(features).float())[:, 0].numpy()
+    return np.array([scalar_to_qf(float(v)) for v in q])
+
+
+def header_of(family: str, params: str) -> float:
+    """The QF a chain's file header says (its last save), or NaN when it has none."""
+    values = json.loads(params)
+    if family in ("single", "single444"):
+        return float(values[0])
+    return float(values[1] if family in ("aligned", "shifted") else values[2]) if family != "clean" else float("nan")
+
+
+def report(data: dict[str, np.ndarray], predicted: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per chain family, on the rows given: mean regret (dB) of the prediction and of the header QF,
+    the mean best and predicted QF, and the spread of prediction minus header (what ``auto``'s
+    margins are set from)."""
+    curves = torch.from_numpy(data["curves"][rows]).float()
+    lost = regret(curves, torch.from_numpy(predicted[rows]).float()).numpy()
+    headers = np.array([header_of(f, p) for f, p in zip(data["family"][rows], data["params"][rows])])
+    lost_header = regret(curves, torch.from_numpy(np.nan_to_num(headers, nan=100.0)).float()).numpy()
+    best = best_qf(data["curves"][rows])
+    out = {}
+    for family in sorted(set(data["family"][rows])):
+        mask = data["family"][rows] == family
+        gap = predicted[rows][mask] - headers[mask]
+        out[family] = {"patches": int(mask.sum()), "regret_db": float(lost[mask].mean()),
+                       "header_regret_db": float(lost_header[mask].mean()),
+                       "best_qf": float(best[mask].mean()), "predicted_qf": float(predicted[rows][mask].mean())}
+        if family != "clean":
+            out[family]["predicted_minus_header_p5_p50_p95"] = [float(v) for v in np.percentile(gap, [5, 50, 95])]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    gather = sub.add_parser("collect", help="degrade training patches and measure their PSNR curves")
+    gather.add_argument("--out", type=Path, required=True)
+    gather.add_argument("--count", type=int, default=1600)
+    gather.add_argument("--seed", type=int, default=20261202)
+    gather.add_argument("--train-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "train")
+    gather.add_argument("--threads", type=int, default=2)
+    gather.add_argument("--sides", type=int, nargs="+", default=list(PATCH_SIDES), help="patch sides drawn from")
+    fit = sub.add_parser("fit", help="fit the QF head on collected patches and write the weights")
+    fit.add_argument("--data", type=Path, nargs="+", required=True)
+    fit.add_argument("--out", type=Path, required=True)
+    fit.add_argument("--steps", type=int, default=3000)
+    fit.add_argument("--holdout", type=float, default=0.2, help="share of patches kept out to report on")
+    args = parser.parse_args(argv)
+    model = load_model(None, gray=False)
+    if args.command == "collect":
+        torch.set_num_threads(args.threads)
+        data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.out, **data)
+        print(f"wrote {len(data['curves'])} patches to {args.out}")
+        return
+    parts = [dict(np.load(path)) for path in args.data]
+    keys = set.intersection(*(set(part) for part in parts))  # older collections lack "side"
+    data = {key: np.concatenate([part[key] for part in parts]) if key != "grid" else parts[0][key] for key in keys}
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(data["curves"]))
+    held = order[: int(len(order) * args.holdout)]
+    kept = order[len(held) :]
+    network = model.network.float()
+    before = predict(network, data["features"])
+    fit_head(network, data["features"][kept], data["curves"][kept], steps=args.steps)
+    after = predict(network, data["features"])
+    summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held)}
+    print(json.dumps(summary, indent=1))
+    # The held-out patches only measured the fit; the shipped head is fitted on all of them.
+    network = load_model(None, gray=False).network.float()
+    fit_head(network, data["features"], data["curves"], steps=args.steps)
+    summary["patches"] = int(len(order))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    (args.data[0].parent / "qf_head_report.json").write_text(json.dumps(summary, indent=1))  # beside the data, not the weights
+    save_qf_head_weights(model, network, args.out, summary)
+
+
+def save_qf_head_weights(model: LoadedModel, network: torch.nn.Module, out: Path, summary: dict) -> Path:
+    """The bundled weights plus the fitted strength head, at the bundled precision, and a card saying how.
+
+    Every other tensor is the bundled one (fp16 -> fp32 -> fp16 is exact), so restoring and the QF
+    estimate are unchanged; the card keeps the network's training history and adds the head's.
+    """
+    card = dict(model.card)
+    dtype = getattr(torch, card.get("dtype", "float16"))
+    extra = {key: value for key, value in card.items()
+             if key not in {"format", "name", "config", "in_channels", "color", "qf_convention", "dtype", "sha256"}}
+    extra["strength_head"] = {
+        "recipe": "a strength head (a copy of the QF head's last three layers) fitted to each patch's best "
+                  "measured strength (PSNR curves over QF 5..100 of random degradation chains; training/qf_head.py)",
+        "command": "python -m fbcnn_plugins.training.qf_head fit",
+        "data": [f"../shared/data/train/{name}" for name in TRAIN_FOLDERS],
+        "patches": summary.get("patches"),
+        "held_out": summary.get("held_out_after"),
+        "held_out_before": summary.get("held_out_before"),
+        "added_to_sha256": card.get("sha256"),
+    }
+    return save_weights(network, out, model.config, name=model.name, dtype=dtype, extra=extra)
+
+
+if __name__ == "__main__":
+    main()
