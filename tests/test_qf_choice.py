@@ -160,6 +160,7 @@ def test_qf_command_shows_the_auto_decision(tmp_path, capsys):
     assert main(["qf", str(path), "--json"]) == 0
     [report] = json.loads(capsys.readouterr().out)
     assert report["auto"]["qf"] == 35 and report["auto"]["source"] == "header" and report["auto"]["reason"]
+    assert report["strength"] is not None  # the bundled colour model's strength head
     assert main(["qf", str(path)]) == 0
     assert "auto 35 (header:" in capsys.readouterr().out
 

@@ -64,10 +64,10 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
                 raise ImageFileError(f"{path}: QF estimation reads 8-bit images; this one is {image.pixels.dtype}")
             header = header_quality(path)
             progress.stage("network QF", eight_bit.shape)
-            predicted = restorer.predict_qf(eight_bit)
+            predicted, strength = restorer.predict_qf_and_strength(eight_bit)
             progress.stage("FBCNN-D", eight_bit.shape)
             dominant = dominant_quality(eight_bit)
-            auto = _auto_decision(path, eight_bit, predicted, dominant)
+            auto = _auto_decision(path, eight_bit, predicted, dominant, strength)
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch or its report
             failed += 1
             message = str(error) if str(path) in str(error) else f"{path}: {error}"
@@ -84,6 +84,7 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
                 "mean_table_error": header.error, "progressive": header.progressive,
                 "chroma": header.chroma},
             "predicted": round(predicted, 2),
+            "strength": None if strength is None else round(strength, 2),
             "dominant": {"quality": dominant.quality, "shift": dominant.shift,
                          "double_compressed": dominant.double_compressed, "mse": dominant.mse,
                          "depth": dominant.depth},
@@ -94,7 +95,8 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
         if not args.json:
             head = "-" if header is None else f"{header.quality}{'' if header.exact else ' (custom tables, closest)'}"
             verdict = "non-aligned double JPEG" if dominant.double_compressed else "single or aligned"
-            print(f"{path}: header {head}, predicted {predicted:.1f}, dominant {dominant.quality} "
+            strength_text = "" if strength is None else f", strength {strength:.1f}"
+            print(f"{path}: header {head}, predicted {predicted:.1f}{strength_text}, dominant {dominant.quality} "
                   f"at shift {dominant.shift} ({verdict}); auto {auto.qf} ({auto.source}: {auto.reason})")
         if args.plot:
             from fbcnn_plugins.qf_plot import plot_curves
@@ -106,7 +108,7 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
     return failed
 
 
-def _auto_decision(path, pixels, predicted: float, dominant):
+def _auto_decision(path, pixels, predicted: float, dominant, strength: float | None):
     """What ``--qf auto`` would use for this file, from the estimates already made (the core's one rule)."""
     from fbcnn_plugins.core.drawn_content import exact_edge_share
     from fbcnn_plugins.core.qf_choice import MIN_DOMINANT_SIDE, decide, eight_bit_color, header_estimate
@@ -116,4 +118,4 @@ def _auto_decision(path, pixels, predicted: float, dominant):
     return decide(predicted, height, width, header=None if header is None else header.value,
                   dominant=dominant if min(height, width) >= MIN_DOMINANT_SIDE else None,
                   edges=exact_edge_share(eight_bit_color(pixels)),
-                  header_chroma=None if header is None else header.chroma)
+                  header_chroma=None if header is None else header.chroma, strength=strength)
