@@ -61,6 +61,10 @@ MIN_DOMINANT_SIDE = 48
 FULL_TRUST_SIDE = 96
 TRUSTED_DEPTH = 0.5
 SMALL_IMAGE_DEPTH = 0.8
+#: Dips at this QF and above are never trusted: a real JPEG at QF 95 dips only 0.5-0.7 deep, as deep
+#: as a clean photo's texture can (a clean validation photo showed a "grid" at QF 96), and restoring
+#: a clean photo at QF 96 already costs more than a 40 dB PSNR allows.
+UNTRUSTED_GRID_QF = 95
 #: FBCNN-D's grid must sit this many QF steps under the header to overrule it (one-step
 #: differences are the estimator's rounding, not a second compression).
 OVERRULE_MARGIN = 5
@@ -190,7 +194,7 @@ def trusted_grid(found: DominantQF | None, height: int, width: int) -> TrustedGr
     deep = {}
     for shift, (quality, _) in {**found.minima, found.shift: (found.quality, found.mse)}.items():
         depth = found.depth_at(shift, quality)
-        if depth is not None and depth >= needed:
+        if depth is not None and depth >= needed and quality < UNTRUSTED_GRID_QF:
             deep[shift] = (quality, depth)
     if not deep:
         return None

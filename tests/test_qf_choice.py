@@ -184,6 +184,9 @@ def test_rule_branches():
     assert decide(88.0, 256, 256, header=90, dominant=grid(90, 0.8)).qf == 90
     chosen = decide(60.0, 256, 256, header=90, dominant=grid(15, 0.9, (3, 5), True))
     assert (chosen.qf, chosen.source, chosen.shift) == (15, "dominant", (3, 5))
+    # A dip at QF 95 or above is as deep as texture can make it: not evidence of a compression.
+    assert not decide(93.0, 256, 256, dominant=grid(96, 0.7)).dominant_trusted
+    assert decide(93.0, 256, 256, dominant=grid(96, 0.7)).source == "clean"
     # The same grid, too shallow for a small image, is not trusted.
     assert not decide(93.0, 64, 64, dominant=grid(6, 0.6)).dominant_trusted
     # The network seeing much heavier damage than the last save wins; a few steps below does not.
