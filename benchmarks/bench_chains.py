@@ -9,7 +9,7 @@ over the input in dB (never-compressed rows: the lowest PSNR against the input o
 images), with the QFs used, and ``auto`` minus the best fixed QF.
 
     python benchmarks/bench_chains.py                         # 4 images of ../shared/data/val, 256-px crops
-    python benchmarks/bench_chains.py --side 128 --refine 1   # the table in docs/qf-estimation.md
+    python benchmarks/bench_chains.py --count 8 --side 256 --refine 1   # the table in README.md and docs/qf-estimation.md
     python benchmarks/bench_chains.py --count 8 --side 384 --json chains.json
     python benchmarks/bench_chains.py --images ../shared/data/train/urban36 --count 4   # tuning images
 
