@@ -431,3 +431,36 @@ def test_eval_qf_modes_drive_the_network_with_the_named_qf(bundled_color_model):
     assert abs(dominant.qf_used - 10) <= 5  # FBCNN-D finds it from the pixels
     with pytest.raises(ValueError, match="qf mode must be one of"):
         evaluate([("x", clean)], [double], restorer, qf_mode="header")
+
+
+def test_strength_head_is_fitted_on_measured_chain_curves_and_saved_with_a_card(tmp_path):
+    """training/qf_head.py end to end on scikit-image's photos: collect, fit, write, load."""
+    from skimage import data as samples
+
+    from fbcnn_plugins.core.catalog import load_model
+    from fbcnn_plugins.core.weights import load_weights
+    from fbcnn_plugins.training import qf_head
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        Image.fromarray(getattr(samples, name)()).save(photos / f"{name}.png")
+    collected = qf_head.collect(load_model(None, gray=False), [photos], count=12, seed=1, sides=(48, 64),
+                                log=lambda line: None)
+    count = len(collected["curves"])
+    assert count >= 8 and collected["curves"].shape == (count, len(qf_head.QF_GRID))
+    # Each label is measured: the PSNR curve peaks at 100 for a never-compressed patch and lower for JPEGs.
+    best = qf_head.best_qf(collected["curves"])
+    for family, strength in zip(collected["family"], best):
+        if family == "clean":
+            assert strength == 100
+    np.savez(tmp_path / "patches.npz", **collected)
+    out = tmp_path / "model" / "fbcnn-color-small.safetensors"
+    qf_head.main(["fit", "--data", str(tmp_path / "patches.npz"), "--out", str(out), "--steps", "50"])
+    loaded = load_weights(out)
+    assert loaded.verified and loaded.network.has_strength_head
+    assert loaded.card["strength_head"]["patches"] == count
+    bundled = load_model(None, gray=False).network
+    for key, value in bundled.state_dict().items():
+        if not key.startswith("strength_pred."):
+            assert torch.equal(loaded.network.state_dict()[key], value), key  # nothing else changed
