@@ -134,23 +134,24 @@ class Restorer:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
         return self.predict_qf_and_strength(image)[0]
 
-    @torch.inference_mode()
     def predict_qf_and_strength(self, image: np.ndarray) -> tuple[float, float | None]:
         """The QF estimate and, from the same features, the strength that should restore the image best.
 
         The strength comes from the model's strength head (the bundled colour model has one); it is
-        None for models without it.
+        None for models without it.  The model is loaded outside inference mode, so the cached
+        network stays usable for training.
         """
         split = split_image(image)
         loaded, network = self.prepared_network(split.is_gray)
         color = split.color
         if split.is_gray and not loaded.is_gray:
             color = np.repeat(color, 3, axis=2)
-        mean = self.pooled_quality_features(torch.from_numpy(color).permute(2, 0, 1)[None], network)
-        quality = scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
-        if not getattr(network, "has_strength_head", False):
-            return quality, None
-        return quality, scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
+        with torch.inference_mode():
+            mean = self.pooled_quality_features(torch.from_numpy(color).permute(2, 0, 1)[None], network)
+            quality = scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+            if not getattr(network, "has_strength_head", False):
+                return quality, None
+            return quality, scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
 
     # -- restoration -------------------------------------------------------------
     def restore(

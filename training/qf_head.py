@@ -241,6 +241,11 @@ def report(data: dict[str, np.ndarray], predicted: np.ndarray, rows: np.ndarray)
     return out
 
 
+def bundled_colour_model() -> LoadedModel:
+    """A fresh copy of the installed colour model (not the shared cached one: its head gets trained)."""
+    return load_weights(load_model(None, gray=False).source)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     fit.add_argument("--steps", type=int, default=3000)
     fit.add_argument("--holdout", type=float, default=0.2, help="share of patches kept out to report on")
     args = parser.parse_args(argv)
-    model = load_model(None, gray=False)
+    model = bundled_colour_model()
     if args.command == "collect":
         torch.set_num_threads(args.threads)
         data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides)
@@ -272,14 +277,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     order = rng.permutation(len(data["curves"]))
     held = order[: int(len(order) * args.holdout)]
     kept = order[len(held) :]
-    network = model.network.float()
+    network = bundled_colour_model().network.float()
     before = predict(network, data["features"])
     fit_head(network, data["features"][kept], data["curves"][kept], steps=args.steps)
     after = predict(network, data["features"])
     summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held)}
     print(json.dumps(summary, indent=1))
     # The held-out patches only measured the fit; the shipped head is fitted on all of them.
-    network = load_model(None, gray=False).network.float()
+    network = bundled_colour_model().network.float()
     fit_head(network, data["features"], data["curves"], steps=args.steps)
     summary["patches"] = int(len(order))
     args.out.parent.mkdir(parents=True, exist_ok=True)
