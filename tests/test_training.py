@@ -464,3 +464,17 @@ def test_strength_head_is_fitted_on_measured_chain_curves_and_saved_with_a_card(
     for key, value in bundled.state_dict().items():
         if not key.startswith("strength_pred."):
             assert torch.equal(loaded.network.state_dict()[key], value), key  # nothing else changed
+
+
+def test_a_stage_started_from_weights_with_a_strength_head_leaves_the_head_behind(tiny_config, tmp_path):
+    """Training changes the features the strength head reads, so a new stage starts without it."""
+    from fbcnn_plugins.core.configs import create_network, get_config
+    from fbcnn_plugins.core.weights import save_weights
+
+    network = create_network(tiny_config.network, 3)
+    network.add_strength_head()
+    start = save_weights(network, tmp_path / "with-head.safetensors", get_config(tiny_config.network))
+    second = Trainer(dataclasses.replace(tiny_config, init_from=str(start)), tmp_path / "second", log=lambda _: None)
+    assert not second.network.has_strength_head
+    for key, value in second.network.state_dict().items():
+        assert torch.equal(value, network.state_dict()[key].half().float()), key

@@ -238,7 +238,10 @@ def initial_weights(path: Path, config: TrainConfig) -> tuple[dict[str, torch.Te
     loaded = load_weights(path)
     _require_network_of(config, path, loaded.config.name, loaded.is_gray)
     history = {**(loaded.card.get("training") or {}), "sha256": loaded.card.get("sha256")}
-    return {key: value.float() for key, value in loaded.network.state_dict().items()}, history
+    # A strength head reads the encoder's features as they were; training changes them, so it is left
+    # behind (training/qf_head.py fits a new one on the exported weights).
+    return {key: value.float() for key, value in loaded.network.state_dict().items()
+            if not key.startswith("strength_pred.")}, history
 
 
 class Trainer:
