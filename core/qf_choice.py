@@ -309,6 +309,26 @@ def header_strength_full_chroma(quality: int) -> int:
     return clamp_qf(float(np.interp(quality, qualities, strengths)))
 
 
+def decide_on(
+    image: np.ndarray,
+    predicted: float,
+    strength: float | None,
+    *,
+    header: QFEstimate | int | None = None,
+    dominant: DominantQF | None = None,
+) -> QFDecision:
+    """:func:`decide` on the network's estimates already made, with the evidence the pixels and the
+    header carry filled in: FBCNN-D only where the image is large enough for it, the exact edges,
+    the header's chroma subsampling.  ``fbcnn qf`` calls this with the estimates it reports."""
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_DOMINANT_SIDE:
+        dominant = None
+    return decide(predicted, height, width,
+                  header=header.value if isinstance(header, QFEstimate) else header,
+                  header_chroma=header.chroma if isinstance(header, QFEstimate) else None,
+                  dominant=dominant, edges=exact_edge_share(eight_bit_color(image)), strength=strength)
+
+
 def decide_qf(
     restorer: Restorer,
     image: np.ndarray,
@@ -317,14 +337,10 @@ def decide_qf(
     header: QFEstimate | int | None = None,
 ) -> QFDecision:
     """Gather the evidence for ``image`` (header given, or read from ``jpeg_path``) and apply :func:`decide`."""
-    height, width = image.shape[:2]
     if header is None:
-        header = header_estimate(jpeg_path, height, width)
-    header_qf = header.value if isinstance(header, QFEstimate) else header
-    chroma = header.chroma if isinstance(header, QFEstimate) else None
+        header = header_estimate(jpeg_path, *image.shape[:2])
     predicted, strength = restorer.predict_qf_and_strength(image)
-    return decide(predicted, height, width, header=header_qf, dominant=dominant_evidence(image),
-                  edges=exact_edge_share(eight_bit_color(image)), header_chroma=chroma, strength=strength)
+    return decide_on(image, predicted, strength, header=header, dominant=dominant_evidence(image))
 
 
 def choose_qf(

@@ -110,12 +110,7 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
 
 def _auto_decision(path, pixels, predicted: float, dominant, strength: float | None):
     """What ``--qf auto`` would use for this file, from the estimates already made (the core's one rule)."""
-    from fbcnn_plugins.core.drawn_content import exact_edge_share
-    from fbcnn_plugins.core.qf_choice import MIN_DOMINANT_SIDE, decide, eight_bit_color, header_estimate
+    from fbcnn_plugins.core.qf_choice import decide_on, header_estimate
 
-    height, width = pixels.shape[:2]
-    header = header_estimate(path, height, width)
-    return decide(predicted, height, width, header=None if header is None else header.value,
-                  dominant=dominant if min(height, width) >= MIN_DOMINANT_SIDE else None,
-                  edges=exact_edge_share(eight_bit_color(pixels)),
-                  header_chroma=None if header is None else header.chroma, strength=strength)
+    header = header_estimate(path, *pixels.shape[:2])
+    return decide_on(pixels, predicted, strength, header=header, dominant=dominant)
