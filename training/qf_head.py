@@ -28,6 +28,7 @@ compressed at all), and a fixed ``--qf`` restores exactly as before.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -277,17 +278,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     order = rng.permutation(len(data["curves"]))
     held = order[: int(len(order) * args.holdout)]
     kept = order[len(held) :]
-    network = bundled_colour_model().network.float()
+    network = copy.deepcopy(model.network).float()
     before = predict(network, data["features"])
     fit_head(network, data["features"][kept], data["curves"][kept], steps=args.steps)
     after = predict(network, data["features"])
     summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held)}
     print(json.dumps(summary, indent=1))
     # The held-out patches only measured the fit; the shipped head is fitted on all of them.
-    network = bundled_colour_model().network.float()
+    network = copy.deepcopy(model.network).float()
     fit_head(network, data["features"], data["curves"], steps=args.steps)
     summary["patches"] = int(len(order))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     (args.data[0].parent / "qf_head_report.json").write_text(json.dumps(summary, indent=1))  # beside the data, not the weights
     save_qf_head_weights(model, network, args.out, summary)
 
