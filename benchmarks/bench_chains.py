@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from fbcnn_plugins.core.restorer import Restorer
-from fbcnn_plugins.qf_chains import markdown_table, photo_chains, run_chain, screenshot, screenshot_chains
+from fbcnn_plugins.training.chains import markdown_table, photo_chains, run_chain, screenshot, screenshot_chains
 
 VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fbcnn_plugins.benchmark import measure_in_child
+from fbcnn_plugins.cli.speed_probe import measure_in_child
 
 
 def measure_config(config: str, precision: str, width: int, height: int, repeats: int, stop_after: int, threads: int,

@@ -138,7 +138,7 @@ def fbcnn_d_curves(out: Path) -> None:
     """FBCNN-D's evidence for a non-aligned double JPEG: QF 10, then shifted (4, 4) and saved at QF 30."""
     from skimage import data
 
-    from fbcnn_plugins.qf_plot import plot_curves
+    from fbcnn_plugins.cli.qf_plot import plot_curves
 
     first = jpeg_round_trip(data.camera(), 10)
     double = jpeg_round_trip(np.ascontiguousarray(first[4:, 4:]), 30)

@@ -138,7 +138,7 @@ def test_sixteen_bit_png_stays_sixteen_bit_with_its_profile_and_tags(tmp_path, c
     import cv2
     from PIL import ImageCms
 
-    from fbcnn_plugins.png_metadata import add_png_metadata
+    from fbcnn_plugins.files.png_metadata import add_png_metadata
 
     deep = (natural_image(48, 56).astype(np.uint16) * 257 + 100)
     source = tmp_path / "deep.png"
@@ -188,7 +188,7 @@ def test_sixteen_bit_tiff_keeps_depth_icc_profile_and_camera_tags(tmp_path, caps
 def test_sixteen_bit_tiff_metadata_that_tiff_cannot_hold_never_costs_the_pixels(tmp_path):
     import tifffile
 
-    from fbcnn_plugins.tiff16 import write_tiff16
+    from fbcnn_plugins.files.tiff import write_tiff16
 
     exif = Image.Exif()
     exif[306] = "2020:01:01"  # a date without a time: TIFF's DateTime cannot hold it

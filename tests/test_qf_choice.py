@@ -18,7 +18,7 @@ from fbcnn_plugins.core.qf_choice import (
 from fbcnn_plugins.core.qf_estimation import DominantQF
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.drawn_content import exact_edge_share
-from fbcnn_plugins.qf_chains import Chain, double, jpeg, png_of_jpeg, resize, run_chain, screenshot, single, untouched
+from fbcnn_plugins.training.chains import Chain, double, jpeg, png_of_jpeg, resize, run_chain, screenshot, single, untouched
 
 
 def photo(name: str, height: int, width: int, top: int = 0, left: int = 0) -> np.ndarray:

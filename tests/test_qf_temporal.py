@@ -13,7 +13,7 @@ from fbcnn_plugins.core.qf_temporal import (
     detect_scene_starts, hold_qf, scene_window, segment_of, smooth_qfs, thumbnail,
 )
 from fbcnn_plugins.core.restorer import Restorer
-from fbcnn_plugins.qf_chains import jpeg
+from fbcnn_plugins.training.chains import jpeg
 
 from conftest import clip_from_arrays
 

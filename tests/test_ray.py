@@ -234,7 +234,7 @@ def test_workers_that_cannot_start_stop_the_job_with_their_error(cluster, tmp_pa
 @needs_ray
 def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_path, monkeypatch):
     pytest.importorskip("vapoursynth")
-    from fbcnn_plugins.ray_video import vspipe_path
+    from fbcnn_plugins.ray.video import vspipe_path
 
     address, env, _ = cluster
     frames = [natural_image(48, 64, seed=i) for i in range(3)]
@@ -265,7 +265,7 @@ def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_pat
     assert single.returncode == 0, single.stderr
 
     chunked = subprocess.run(
-        [sys.executable, "-m", "fbcnn_plugins.ray_video", str(script), "chunked.y4m", "--chunk", "2", "--ray", address],
+        [sys.executable, "-m", "fbcnn_plugins.ray.video", str(script), "chunked.y4m", "--chunk", "2", "--ray", address],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert chunked.returncode == 0, chunked.stderr[-3000:]
@@ -306,7 +306,7 @@ def test_an_input_after_a_bare_ray_flag_is_not_taken_for_an_address(tmp_path, ca
 def test_workers_fit_the_cluster_and_a_gpu_cluster_gets_one_gpu_per_worker():
     from argparse import Namespace
 
-    from fbcnn_plugins.ray_restore import RaySetupError, _worker_shape
+    from fbcnn_plugins.ray.restore import RaySetupError, _worker_shape
 
     def options(**kw):
         return Namespace(**{"ray_cpus_per_worker": 1.0, "ray_gpus_per_worker": None, "ray_workers": None,

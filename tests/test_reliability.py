@@ -114,7 +114,7 @@ def test_outputs_are_recognised_by_their_marker_with_any_suffix(tmp_path, capsys
 
 @pytest.mark.parametrize("extension", ["png", "jpg", "tiff", "webp"])
 def test_every_output_format_with_metadata_carries_the_marker(tmp_path, capsys, extension):
-    from fbcnn_plugins.image_files import is_restored_output
+    from fbcnn_plugins.files.images import is_restored_output
 
     source = jpeg(tmp_path / "a.jpg")
     target = tmp_path / f"out.{extension}"

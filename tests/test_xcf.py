@@ -10,8 +10,8 @@ import pytest
 
 from fbcnn_plugins.core.qf_estimation import LUMA_TABLE, ijg_tables
 from fbcnn_plugins.gimp.jpeg_settings import header_from_jpeg_settings
-from fbcnn_plugins.image_files import ImageFileError
-from fbcnn_plugins.xcf_files import (
+from fbcnn_plugins.files.images import ImageFileError
+from fbcnn_plugins.files.xcf import (
     _decode_rle, _encode_rle, _linear_to_srgb, _srgb_to_linear, read_xcf,
 )
 

@@ -9,7 +9,7 @@ restores such a photo best is far lower (30-50).  What users need from ``predict
 So the bundled colour model has a second head on the QF branch's pooled features, the *strength*
 head (:meth:`~fbcnn_plugins.core.network.FBCNN.add_strength_head`), whose label is measured,
 not assumed: every training patch goes through a random chain
-from :mod:`fbcnn_plugins.qf_chains` (the degradation model ``benchmarks/bench_chains.py``
+from :mod:`fbcnn_plugins.training.chains` (the degradation model ``benchmarks/bench_chains.py``
 scores ``auto`` on: single JPEG at 4:2:0 and 4:4:4, aligned and shifted double JPEG, JPEG ->
 resize -> JPEG, never compressed), and is restored by the frozen network at a grid of QFs.
 Its PSNR curve says which strength is best.  The strength head (three layers after the global
@@ -43,7 +43,7 @@ from fbcnn_plugins.core.catalog import load_model
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.quality import qf_to_scalar, scalar_to_qf
 from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
-from fbcnn_plugins.qf_chains import Degraded, double, rescaled, single, untouched
+from fbcnn_plugins.training.chains import Degraded, double, rescaled, single, untouched
 
 from .data import list_images
 

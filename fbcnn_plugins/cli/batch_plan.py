@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fbcnn_plugins.image_formats import (
+from fbcnn_plugins.files.formats import (
     OTHER_IMAGE_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS, XCF_SUFFIX, is_temporary_name,
 )
 
@@ -115,7 +115,7 @@ def plan_batch(
     """Inputs and their outputs, checked together; raises PlanError for a run that must not start.
 
     ``is_output(path)`` tells whether a file found in a folder is an earlier run's output
-    (default: our EXIF marker, read by ``image_files.is_restored_output``).
+    (default: our EXIF marker, read by ``fbcnn_plugins.files.images.is_restored_output``).
     """
     check_suffix(suffix)
     if output is not None and not output.is_dir() and output.suffix.lower() in OTHER_IMAGE_SUFFIXES:
@@ -126,7 +126,7 @@ def plan_batch(
     if single_output_file(output) and len(found) > 1:
         raise PlanError(f"{len(found)} inputs need -o to name a folder, not the file {output}")
     if is_output is None:
-        from fbcnn_plugins.image_files import is_restored_output as is_output
+        from fbcnn_plugins.files.images import is_restored_output as is_output
 
     targets = {item.path: _target(item, output, suffix, fmt) for item in found}
     produced_by = {}

@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fbcnn_plugins.benchmark import measure_in_child
+    from fbcnn_plugins.cli.speed_probe import measure_in_child
     from fbcnn_plugins.core.catalog import load_model
     from fbcnn_plugins.core.device import DeviceError, precision_name, resolve_device, resolve_precision
     from fbcnn_plugins.core.quality import parse_qf

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progress) -> int:
     """Every file's estimates appended to ``reports`` as they are made; the number of files that failed."""
     from fbcnn_plugins.core.qf_estimation import dominant_quality, header_quality
-    from fbcnn_plugins.image_files import ImageFileError, read_image
+    from fbcnn_plugins.files.images import ImageFileError, read_image
 
     failed = 0
     for path in args.files:
@@ -99,7 +99,7 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
             print(f"{path}: header {head}, predicted {predicted:.1f}{strength_text}, dominant {dominant.quality} "
                   f"at shift {dominant.shift} ({verdict}); auto {auto.qf} ({auto.source}: {auto.reason})")
         if args.plot:
-            from fbcnn_plugins.qf_plot import plot_curves
+            from fbcnn_plugins.cli.qf_plot import plot_curves
 
             plot_curves(dominant, args.plot, title=str(path))
             if not args.json:

@@ -22,8 +22,8 @@ from typing import Any
 
 from fbcnn_plugins.cli.batch_plan import Job, PlanError, plan_batch
 from fbcnn_plugins.cli.signals import Interrupted
-from fbcnn_plugins.image_formats import WRITE_FORMATS, XCF_SUFFIX
-from fbcnn_plugins.ray_restore import add_ray_arguments
+from fbcnn_plugins.files.formats import WRITE_FORMATS, XCF_SUFFIX
+from fbcnn_plugins.ray.restore import add_ray_arguments
 
 __all__ = ["DEFAULT_SUFFIX", "Job", "register", "run"]
 
@@ -32,7 +32,7 @@ DEFAULT_SUFFIX = "_fbcnn"
 
 def _image_files():
     """The image reader and writer, imported on first use: it pulls in OpenCV and Pillow."""
-    from fbcnn_plugins import image_files
+    from fbcnn_plugins.files import images as image_files
 
     return image_files
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = plan.jobs
     interrupted: Interrupted | None = None
     if jobs and args.ray is not None:  # the same plan, restored by the workers of a Ray cluster
-        from fbcnn_plugins.ray_restore import RaySetupError, restore_on_ray
+        from fbcnn_plugins.ray.restore import RaySetupError, restore_on_ray
 
         before = len(results)
         try:
@@ -331,8 +331,8 @@ def _restore_pixels(job: Job, pixels, restorer, qf, header, used, progress):
 
 def _restore_xcf(job: Job, restorer, qf, overwrite: bool) -> dict[str, Any]:
     """Every raster layer of an XCF file restored on its own; the layer stack is written back as XCF."""
-    from fbcnn_plugins.image_files import ImageFileError
-    from fbcnn_plugins.xcf_files import read_xcf, restore_xcf
+    from fbcnn_plugins.files.images import ImageFileError
+    from fbcnn_plugins.files.xcf import read_xcf, restore_xcf
 
     if job.target.suffix.lower() != XCF_SUFFIX:
         raise ImageFileError(f"{job.source}: an XCF file is restored layer by layer into an XCF file; "

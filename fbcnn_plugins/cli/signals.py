@@ -4,7 +4,7 @@ Unwinding (rather than dying on the spot) is what lets every ``atomic_target``
 remove its temporary file and lets a batch report the files it finished.  The
 exit status follows the shell's convention, 128 + the signal number (130 for
 Ctrl-C, 143 for SIGTERM).  SIGKILL cannot be caught; the temporary file it
-leaves is ignored by later runs (see ``image_formats.is_temporary_name``).
+leaves is ignored by later runs (see ``fbcnn_plugins.files.formats.is_temporary_name``).
 """
 
 from __future__ import annotations

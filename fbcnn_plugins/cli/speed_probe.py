@@ -121,7 +121,7 @@ def peak_rss_mib() -> float | None:
 def measure_in_child(**options: Any) -> dict[str, Any]:
     """``measure`` in a fresh interpreter, so its peak memory is its own; errors come back as RuntimeError."""
     # -P: the working directory (maybe a source checkout) must not shadow the installed package.
-    done = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.benchmark", json.dumps(options)],
+    done = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.cli.speed_probe", json.dumps(options)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]

@@ -23,9 +23,9 @@ from PIL import Image
 
 from fbcnn_plugins import __version__
 from fbcnn_plugins.core.atomic import atomic_target
-from fbcnn_plugins.image_formats import MULTI_FRAME_FORMATS, OUTPUT_MARKER, READ_SUFFIXES, WRITE_FORMATS
-from fbcnn_plugins.png_metadata import add_png_metadata
-from fbcnn_plugins.tiff16 import write_tiff16, write_tiff_pages
+from fbcnn_plugins.files.formats import MULTI_FRAME_FORMATS, OUTPUT_MARKER, READ_SUFFIXES, WRITE_FORMATS
+from fbcnn_plugins.files.png_metadata import add_png_metadata
+from fbcnn_plugins.files.tiff import write_tiff16, write_tiff_pages
 
 __all__ = [
     "READ_SUFFIXES", "WRITE_FORMATS", "ImageFile", "ImageFileError", "check_regular_file", "is_restored_output",

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from fbcnn_plugins.core.atomic import atomic_target
-from fbcnn_plugins.image_files import ImageFileError
+from fbcnn_plugins.files.images import ImageFileError
 
 TILE = 64
 PROP_END, PROP_COMPRESSION, PROP_OFFSETS, PROP_VISIBLE = 0, 17, 15, 8

@@ -20,7 +20,7 @@ crash or a lost worker renders only the missing chunks; a chunk whose worker
 dies is retried by Ray (``max_retries``).  Every node must see the script, its
 sources and the output folder under the same paths.
 
-Run it as ``python -m fbcnn_plugins.ray_video SCRIPT OUT.y4m --chunk 500 --ray ADDRESS``.
+Run it as ``python -m fbcnn_plugins.ray.video SCRIPT OUT.y4m --chunk 500 --ray ADDRESS``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fbcnn_plugins.core.atomic import atomic_target
-from fbcnn_plugins.ray_restore import fbcnn_environment
+from fbcnn_plugins.ray.restore import fbcnn_environment
 
 #: A chunk whose worker dies is run again this many times.
 MAX_CHUNK_RETRIES = 3
@@ -197,7 +197,7 @@ def _vspipe(arguments: list[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fbcnn_plugins.ray_video",
+        prog="python -m fbcnn_plugins.ray.video",
         description="Render a VapourSynth script in frame-range chunks on a Ray cluster and join them "
         "losslessly (OUT.y4m: Y4M, else raw frames as vspipe writes them).",
     )

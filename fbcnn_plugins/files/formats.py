@@ -14,7 +14,7 @@ WRITE_FORMATS = {
 }
 XCF_SUFFIX = ".xcf"
 #: Every extension read; GIF is read (all its frames) but never written: its 256-colour palette would undo the work.
-READ_SUFFIXES = set(WRITE_FORMATS) | {".jfif", ".jpe", ".gif", XCF_SUFFIX}  # XCF: layer by layer, see xcf_files
+READ_SUFFIXES = set(WRITE_FORMATS) | {".jfif", ".jpe", ".gif", XCF_SUFFIX}  # XCF: layer by layer, see files.xcf
 #: Formats that hold several frames or pages in one file.
 MULTI_FRAME_FORMATS = {"PNG", "TIFF", "WEBP"}
 #: Extensions of image formats we do not write: an output named like this is refused, not taken for a folder.
