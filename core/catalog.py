@@ -45,6 +45,11 @@ class ModelEntry:
     def available(self) -> bool:
         return self.path.is_file()
 
+    @property
+    def footage(self) -> str:
+        """What the model was trained for: ``"photo"`` (JPEG damage; cards without the key) or ``"video"``."""
+        return str(self.card.get("footage", "photo"))
+
 
 def registered_models() -> list[ModelEntry]:
     """Every model the installed packages declare, in entry-point order."""
@@ -76,15 +81,31 @@ def find_model(name: str) -> ModelEntry:
     raise WeightsError(f"no model named {name!r} is registered (registered: {known})")
 
 
-def default_model_entry(gray: bool) -> ModelEntry:
-    """The first available registered model for gray (1 channel) or colour (3 channel) images.
+FOOTAGE = ("photo", "video")
 
-    Gray images fall back to a colour model when no gray model is installed;
-    the restorer then replicates the gray channel into RGB.
+
+def default_model_entry(gray: bool, *, footage: str = "photo") -> ModelEntry:
+    """The default registered model for gray or colour images of ``footage`` (see ``choose_default``)."""
+    return choose_default(registered_models(), gray, footage=footage)
+
+
+def choose_default(entries: list[ModelEntry], gray: bool, *, footage: str = "photo") -> ModelEntry:
+    """The first available model in ``entries`` for gray (1 channel) or colour (3 channel) images.
+
+    ``footage="video"`` prefers the models trained on codec damage (MPEG-2, H.264, HEVC) as well
+    as JPEG, which the VapourSynth filter restores with by default; without one installed, the
+    photo models serve video too.  Photos never get a video model by default: it gives up a
+    little of the photo model's JPEG strength for what codecs do.  Gray images fall back to a
+    colour model when no gray model is installed; the restorer then replicates the gray
+    channel into RGB.
     """
-    available = [entry for entry in registered_models() if entry.available]
+    if footage not in FOOTAGE:
+        raise ValueError(f"footage must be one of {', '.join(FOOTAGE)}, got {footage!r}")
+    available = [entry for entry in entries if entry.available]
+    preferred = [entry for entry in available if entry.footage == footage]
+    fallback = [entry for entry in available if entry.footage == "photo"]
     for wanted in (1, 3) if gray else (3,):
-        for entry in available:
+        for entry in (*preferred, *fallback):
             if entry.in_channels == wanted:
                 return entry
     kind = "gray" if gray else "color"

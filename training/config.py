@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import ColorAugmentation, DegradationConfig, Downscale, QualityDistribution
+from .data import ColorAugmentation, DegradationConfig, Downscale, QualityDistribution, VideoDamage
 
 
 @dataclass
@@ -54,6 +54,8 @@ class TrainConfig:
     color_augmentation: ColorAugmentation = field(default_factory=ColorAugmentation)
     #: ([data.downscale]) Shrinking of the clean source before patches are cut; off by default.
     downscale: Downscale = field(default_factory=Downscale)
+    #: ([data.video]) Patches of real codec output mixed into the batches; off by default.
+    video: VideoDamage = field(default_factory=VideoDamage)
     #: ([optim]) Decay of an exponential moving average of the weights, kept beside them and
     #: validated and exported instead of them; 0 (the default) keeps none.
     ema_decay: float = 0.0
@@ -95,6 +97,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
             probability=float(shrink.get("probability", 0.0)),
             range=tuple(float(v) for v in shrink.get("range", (0.5, 1.0))),
         )
+        clips = data.get("video", {})
+        video = VideoDamage(pairs_dir=str(clips.get("pairs_dir", "")), ratio=float(clips.get("ratio", 0.0)))
         ema_decay = float(optim.get("ema_decay", 0.0))
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in 0..1 (0: off), got {ema_decay}")
@@ -112,7 +116,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     if model.get("gray", False) and color_augmentation.active:
         raise ValueError(f"{path}: [data.color] augmentation is for colour models; this config trains a gray one")
     # Fields set from their own sections above are not taken again from the flat ones.
-    explicit = {"name", "network", "gray", "init_from", "degradation", "color_augmentation", "downscale", "ema_decay", "source"}
+    explicit = {"name", "network", "gray", "init_from", "degradation", "color_augmentation", "downscale", "video", "ema_decay", "source"}
     known = set(TrainConfig.__dataclass_fields__) - explicit
     settings: dict[str, Any] = {}
     for section in (data, optim, run, val):
@@ -125,6 +129,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
         degradation=degradation,
         color_augmentation=color_augmentation,
         downscale=downscale,
+        video=video,
         ema_decay=ema_decay,
         source=str(path),
         **settings,

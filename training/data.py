@@ -144,6 +144,65 @@ def scale_saturation(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 @dataclass
+class VideoDamage:
+    """Patches from real codec output (``video_pairs.build``) mixed into the JPEG batches.
+
+    ``ratio`` of the samples are cut from a decoded frame and its clean source instead of being
+    JPEG-compressed.  Their QF label is the JPEG quality whose damage to the same clean patch is
+    as large (equal PSNR): the decoder's control keeps meaning "this much damage, restore this
+    strongly", and the QF head learns to read codec damage on the same scale.
+    """
+
+    pairs_dir: str = ""
+    ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ValueError(f"video ratio is a probability in 0..1, got {self.ratio}")
+        if self.ratio and not self.pairs_dir:
+            raise ValueError("[data.video] ratio > 0 needs pairs_dir (made by python -m fbcnn_plugins.training.video_pairs)")
+
+    @property
+    def active(self) -> bool:
+        return self.ratio > 0
+
+
+def matching_jpeg_quality(clean: np.ndarray, degraded: np.ndarray) -> int:
+    """The JPEG quality (5..100) whose round trip of ``clean`` comes closest to ``degraded``'s PSNR.
+
+    JPEG's error falls as quality rises, so a bisection over the quality finds it in about seven
+    encodes of the patch.
+    """
+    target = _mse(clean, degraded)
+    low, high = 5, 100
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _mse(clean, jpeg_roundtrip(clean, middle)) > target:
+            low = middle
+        else:
+            high = middle
+    closest = min((low, high), key=lambda q: abs(_mse(clean, jpeg_roundtrip(clean, q)) - target))
+    return int(closest)
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+
+
+def video_sample(pairs: Sequence, rng: np.random.Generator, size: int, gray: bool) -> "Sample":
+    """A ``size`` patch of a random decoded frame and the same patch of its clean source, flipped alike."""
+    pair = pairs[int(rng.integers(len(pairs)))]
+    clean_frames, decoded_frames = (pair.clean_y, pair.decoded_y) if gray else (pair.clean, pair.decoded)
+    t = int(rng.integers(clean_frames.shape[0]))
+    top = int(rng.integers(0, clean_frames.shape[1] - size + 1))
+    left = int(rng.integers(0, clean_frames.shape[2] - size + 1))
+    mode = int(rng.integers(0, 8))
+    clean = augment(clean_frames[t, top : top + size, left : left + size], mode)
+    degraded = augment(decoded_frames[t, top : top + size, left : left + size], mode)
+    return Sample(clean, degraded, matching_jpeg_quality(clean, degraded), False)
+
+
+@dataclass
 class Sample:
     clean: np.ndarray
     degraded: np.ndarray
@@ -243,6 +302,8 @@ class PatchBatches(torch.utils.data.Dataset):
         label_control_from_step: int = 0,
         color_augmentation: ColorAugmentation | None = None,
         downscale: Downscale | None = None,
+        video: VideoDamage | None = None,
+        video_pairs: Sequence = (),
     ) -> None:
         small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch_size + 3 * GRID]
         if small:
@@ -257,6 +318,11 @@ class PatchBatches(torch.utils.data.Dataset):
         self.label_control_from_step = label_control_from_step
         self.color_augmentation = color_augmentation if color_augmentation and color_augmentation.active else None
         self.downscale = downscale if downscale and downscale.active else None
+        self.video = video if video and video.active else None
+        if self.video and not video_pairs:
+            raise ValueError("[data.video] is on but no video pairs were given")
+        self.video_pairs = video_pairs
+        self.gray = bool(images) and images[0].ndim == 2
         areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
         self.image_weights = areas / areas.sum()
 
@@ -268,6 +334,13 @@ class PatchBatches(torch.utils.data.Dataset):
         region = self.patch_size + 2 * GRID
         clean_batch, degraded_batch, qfs, doubles = [], [], [], []
         for _ in range(self.batch_size):
+            if self.video and rng.random() < self.video.ratio:  # drawn only when configured, as below
+                sample = video_sample(self.video_pairs, rng, self.patch_size, self.gray)
+                clean_batch.append(sample.clean)
+                degraded_batch.append(sample.degraded)
+                qfs.append(sample.qf)
+                doubles.append(sample.is_double)
+                continue
             # Large images are drawn more often so every pixel is about equally likely.
             image = self.images[rng.choice(len(self.images), p=self.image_weights)]
             # The downscale and the chain are only drawn when configured, so runs without them keep

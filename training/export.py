@@ -29,10 +29,13 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     network.load_state_dict(exported_weights(state))  # the moving average when the run kept one
     name = state["config_name"]
     validations = [r for r in read_log(run_dir) if r.get("kind") == "val" and r["step"] <= state["step"]]
+    training = stage_record(state, run_dir)
     extra = {
-        "training": stage_record(state, run_dir),
+        "training": training,
         "validation": validations[-1] if validations else None,
         "gray_input": "Y channel, MATLAB-style BT.601 (16..235)" if state["gray"] else None,
+        # What the catalogue's defaults go by: a model that saw codec damage is the video filter's.
+        "footage": "video" if training.get("video_ratio") else "photo",
     }
     path = Path(out) if out else BUNDLED_DIR / f"{name}.safetensors"
     return save_weights(network, path, config, name=name, dtype=torch.float16, extra=extra)

@@ -32,6 +32,7 @@ from fbcnn_plugins.core.metrics import psnr
 
 from .config import TrainConfig
 from .data import GRID, PatchBatches, list_images, load_training_image
+from .video_pairs import load_pairs
 
 CHECKPOINT = "last.pt"
 LOG = "log.jsonl"
@@ -210,8 +211,13 @@ def stage_record(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     train_toml = run_dir / "train.toml"
     settings = tomllib.loads(train_toml.read_text()) if train_toml.exists() else {}
     name = state["config_name"]
+    recipe = "FBCNN-A: single JPEG plus non-aligned double JPEG (libjpeg via OpenCV)"
+    video = settings.get("data", {}).get("video", {})
+    if float(video.get("ratio", 0.0)) > 0:
+        recipe += (f"; {float(video['ratio']):.0%} of the patches from MPEG-2/H.264/HEVC/MJPEG clips "
+                   "(training/video_pairs.py), labelled with the JPEG quality of equal damage")
     return {
-        "recipe": "FBCNN-A: single JPEG plus non-aligned double JPEG (libjpeg via OpenCV)",
+        "recipe": recipe,
         "config_file": state.get("config_file") or f"training/configs/{name.removeprefix('fbcnn-')}.toml",
         "init_from": state.get("init_from") or None,
         "data": settings.get("data", {}).get("train_dirs", []),
@@ -220,6 +226,7 @@ def stage_record(state: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "machine": state.get("machine", "2-thread CPU, fp32"),
         "seed": settings.get("run", {}).get("seed"),
         "ema_decay": state["ema"]["decay"] if state.get("ema") else None,
+        "video_ratio": float(video.get("ratio", 0.0)) or None,
         "previous_stage": state.get("previous_stage"),
     }
 
@@ -392,6 +399,7 @@ class Trainer:
             degradation=config.degradation, seed=config.seed, total_steps=end,
             label_control=config.label_control, label_control_from_step=config.label_control_from_step,
             color_augmentation=config.color_augmentation, downscale=config.downscale,
+            video=config.video, video_pairs=load_pairs(config.video.pairs_dir) if config.video.active else (),
         )
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=range(self.step, end), num_workers=config.workers,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
+from fbcnn_plugins.core.catalog import default_model_entry
 from fbcnn_plugins.core.qf_temporal import HOLD_METHODS, hold_qf, is_scene_change, scene_window, thumbnail
 from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
@@ -61,7 +62,8 @@ def fbcnn(
         frames; a sequence gives one QF per frame; a function ``n -> int`` decides per frame; a clip
         supplies it per frame in its ``FBCNN_QF`` frame property (e.g. from an analysis pass).
         Lower QF means stronger restoration.
-    :param model: registered model name or weights path (default: the bundled colour or gray model).
+    :param model: registered model name or weights path (default: the bundled video model, trained on
+        MPEG-2, H.264, HEVC and JPEG damage; the photo models where none is installed).
     :param device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     :param precision: ``fp32``, ``fp16`` or ``bf16``; half-float clips use fp16 where the device has it.
     :param tile, overlap: tile size and overlap (multiples of 8) for large frames; None: 512 and 32.
@@ -142,13 +144,15 @@ def _restore_rgb_or_gray(
     """The network on an RGB or GRAY clip: load the model now, restore frames when they are asked for."""
     func = "fbcnn"
     fmt = clip.format
+    gray = fmt.color_family == vs.GRAY
     try:
+        if model is None:  # the core's choice for footage: the video model where one is installed
+            model = default_model_entry(gray, footage="video").name
         restorer = Restorer(
             model, device=device, precision=_precision_for(fmt, precision, device),
             tile=DEFAULT_TILE if tile is None else tile, overlap=overlap,
             self_ensemble=self_ensemble,
         )
-        gray = fmt.color_family == vs.GRAY
         loaded = restorer.model_for(gray)
     except (ValueError, RuntimeError) as error:
         raise vs.Error(f"{func}: {error}") from None

@@ -19,3 +19,8 @@ def color_small() -> Path:
 
 def gray_small() -> Path:
     return HERE / "fbcnn-gray-small.safetensors"
+
+
+def color_video_small() -> Path:
+    """The colour model fine-tuned on MPEG-2, H.264, HEVC and JPEG damage: the VapourSynth filter's default."""
+    return HERE / "fbcnn-color-video-small.safetensors"
