@@ -130,6 +130,18 @@ class Restorer:
         mean = self.pooled_quality_features(image, network)
         return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
 
+    def predict_strength(self, image: torch.Tensor, network: torch.nn.Module) -> float:
+        """The control that should restore a whole CPU image (1,C,H,W) best, as a QF.
+
+        The strength head's estimate where the model has one (it was fitted to the strengths that
+        measured best on the damage the model is for: JPEG chains for the photo model, codec
+        frames for the video model); the QF head's for models without one.
+        """
+        mean = self.pooled_quality_features(image, network)
+        if getattr(network, "has_strength_head", False):
+            return scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
+        return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+
     def predict_qf(self, image: np.ndarray) -> float:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
         return self.predict_qf_and_strength(image)[0]

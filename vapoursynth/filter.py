@@ -58,7 +58,8 @@ def fbcnn(
     """Remove JPEG/MPEG-style blocking and ringing from every frame with FBCNN.
 
     :param clip: RGB or GRAY (8-16 bit integer, 16- or 32-bit float); YUV through ``yuv_mode``.
-    :param qf: ``None`` lets the network estimate each frame's QF; an int 1..100 fixes it for all
+    :param qf: ``None`` lets the network estimate each frame's strength (its strength head, fitted to the
+        strengths that restore decoded frames best; its QF head for models without one); an int 1..100 fixes it for all
         frames; a sequence gives one QF per frame; a function ``n -> int`` decides per frame; a clip
         supplies it per frame in its ``FBCNN_QF`` frame property (e.g. from an analysis pass).
         Lower QF means stronger restoration.
@@ -297,7 +298,7 @@ class _FrameEngine:
             if n in self.predictions:
                 return self.predictions[n]
         _, network = self.restorer.prepared_network(self.gray)
-        value = self.restorer.predict_quality(self.network_input(self.to_tensor(frame)), network)
+        value = self.restorer.predict_strength(self.network_input(self.to_tensor(frame)), network)
         with self.lock:
             self.predictions[n] = value
             while len(self.predictions) > _PREDICTION_CACHE_FRAMES:
