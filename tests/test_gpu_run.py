@@ -168,3 +168,14 @@ def test_a_missing_pack_is_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fbcnn_plugins.training.gpu_run", "--data", str(tmp_path / "nothing"),
                            "--out", str(tmp_path / "out"), "--device", "cpu"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2 and "not a data pack" in done.stderr
+
+
+def test_parts_of_damaged_weights_are_refused_before_anything_is_written(tmp_path):
+    network = create_network("tiny", 3)
+    with torch.no_grad():
+        network.m_head.weight[0, 0, 0, 0] = float("nan")  # a diverged run: the sha256 is right, the weights are not
+    weights = save_weights(network, tmp_path / "w" / "m.safetensors", get_config("tiny"))
+    card = split_weights(weights, tmp_path / "out", tag="s0000001", part_bytes=1_000_000)
+    with pytest.raises(WeightsError, match="NaN"):
+        join_weights(card, tmp_path / "into")
+    assert not (tmp_path / "into").exists()

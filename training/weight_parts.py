@@ -16,9 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
+
 from fbcnn_plugins.core.atomic import atomic_target
 from fbcnn_plugins.core.model_card import WeightsError, card_path_for, read_card, sha256_of
-from fbcnn_plugins.core.weights import load_weights, write_text_atomic
+from fbcnn_plugins.core.weights import build_from_state_dict, load_weights, write_text_atomic
 
 MIB = 1 << 20
 #: The largest file a GPU call returns is 16 MiB; a little less leaves room for nothing to go wrong.
@@ -79,11 +81,16 @@ def verified_parts(card_file: Path) -> tuple[dict[str, Any], bytes]:
 def join_weights(card_file: Path, into: Path) -> Path:
     """Join the parts a card names into ``into``/NAME.safetensors with its card; nothing is written unless all checks pass.
 
-    The result is loaded once (sha256 against the card, finite weights, the network's shapes)
-    before the call returns.
+    The joined weights are built into the network (finite values, the network's shapes) before
+    anything is written, and loaded once more from where they were written (sha256 against the card).
     """
     card, data = verified_parts(card_file)
     del card["parts"]
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as error:  # safetensors raises several types for a damaged header
+        raise WeightsError(f"{card_file}: joined parts are not a safetensors file ({error})") from None
+    build_from_state_dict(tensors, name=card_file.stem, card=card)  # finite weights of an FBCNN network, or an error
     into.mkdir(parents=True, exist_ok=True)
     target = into / f"{card_file.stem}.safetensors"
     with atomic_target(target) as tmp:
