@@ -3,7 +3,6 @@
 # checkout's byte budget and fetch the wheels the GPU image lacks, both git-ignored and carried.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-grep -qx '/.whl/' .gitignore || echo '/.whl/' >> .git/info/exclude
 mkdir -p .whl
 "${PYTHON:-.venv/bin/python}" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 -d .whl importlib_metadata==10.2.0 lazy-importer==0.1.0
