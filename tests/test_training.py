@@ -372,7 +372,8 @@ def test_shipped_training_configs_parse():
     run_dirs = set()
     for path in configs:
         config = load_train_config(path)
-        assert config.network == "small" and config.gray == path.stem.startswith("gray"), path.name
+        # The name says the colour mode and the network: color-small-stage2, color-base-gpu, ...
+        assert config.network == path.stem.split("-")[1] and config.gray == path.stem.startswith("gray"), path.name
         assert config.degradation.double_ratio > 0, path.name  # FBCNN-A: single and double JPEG mixed
         if "stage" in path.stem:
             # A later stage starts from an earlier run and keeps its own folder, so it never resumes the earlier one.

@@ -300,6 +300,10 @@ class Trainer:
         self._stop_requested = False
         self._deadline: float | None = None
         self._lr_used = config.lr
+        #: Overrides the learning-rate factor of a time-budgeted run, from (step, fraction of the budget
+        #: spent), warm-up included: a run that is one of several planned ones takes its own stretch
+        #: of a schedule that spans them all (training/gpu_run.py).
+        self.learning_rate_at: Callable[[int, float], float] | None = None
 
     # -- checkpoints -------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -417,8 +421,12 @@ class Trainer:
         try:
             for batch in loader:
                 started = time.perf_counter()
-                if time_budget is not None and self.step >= config.warmup_steps:
-                    factor = cosine_factor((started - budget_start) / time_budget, floor)
+                if time_budget is not None and (self.learning_rate_at or self.step >= config.warmup_steps):
+                    fraction = (started - budget_start) / time_budget
+                    if self.learning_rate_at:
+                        factor = self.learning_rate_at(self.step, fraction)
+                    else:
+                        factor = cosine_factor(fraction, floor)
                     for group in self.optimizer.param_groups:
                         group["lr"] = config.lr * factor
                 batch = prepare_batch(batch, self.device, self.channels_last)

@@ -1,0 +1,76 @@
+"""Put a GPU window's returned files in place, checked.
+
+    python -m fbcnn_plugins.training.gpu_collect /work/.device/.../files   # into training/gpu_runs/
+
+For each card among the returned files that names weight parts, every part's sha256 and the
+joined file's are checked against the card, then the weights (``NAME.safetensors``), the card and
+the window's ``report.json`` (as ``NAME.report.json``) are written into ``--into``, the folder
+the next window starts from.  Nothing is written unless every check passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from fbcnn_plugins.core.atomic import atomic_target
+from fbcnn_plugins.core.model_card import WeightsError, read_card
+
+from .gpu_run import HISTORY_DIR, REPORT
+from .weight_parts import join_weights, verified_parts
+
+
+def returned_cards(folder: Path) -> list[Path]:
+    """The cards in ``folder`` that name weight parts (report.json and other JSON files are not cards)."""
+    cards = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            if read_card(path).get("parts"):
+                cards.append(path)
+        except WeightsError:
+            continue
+    return cards
+
+
+def collect(folder: Path, into: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: returned-files folder not found")
+    cards = returned_cards(folder)
+    if not cards:
+        raise FileNotFoundError(f"{folder}: no weights card naming parts (NAME.json beside NAME.sSTEP.partN)")
+    for card in cards:  # every check before anything is written
+        verified_parts(card)
+    placed = []
+    for card in cards:
+        placed.append(join_weights(card, into))
+        report = folder / REPORT
+        if report.is_file():
+            json.loads(report.read_text())  # a damaged report is an error, not a file to commit
+            with atomic_target(into / f"{card.stem}.report.json") as tmp:
+                shutil.copyfile(report, tmp)
+    return placed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="the folder the GPU window's files were returned into")
+    parser.add_argument("--into", type=Path, default=HISTORY_DIR, help=f"where the weights go (default: {HISTORY_DIR})")
+    args = parser.parse_args(argv)
+    try:
+        placed = collect(args.folder, args.into)
+    except (FileNotFoundError, WeightsError, ValueError) as error:
+        print(f"gpu_collect: {error}", file=sys.stderr)
+        return 2
+    for path in placed:
+        card = read_card(path)
+        run = card.get("training", {}).get("gpu_run", {})
+        print(f"{path}: sha256 {card['sha256'][:16]}... checked; window {run.get('index', 0) + 1} of {run.get('planned', '?')}, "
+              f"{card.get('training', {}).get('steps')} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
