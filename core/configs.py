@@ -95,6 +95,73 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[Netw
     return NetworkConfig(name, channels, blocks, embed_dim, summary="inferred from a state dict"), int(head.shape[1])
 
 
+def state_dict_shapes(config: NetworkConfig, in_channels: int = 3, *, strength_head: bool = False) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the FBCNN module's state dict and its shape, without building the module.
+
+    What lets weights be checked, and random test networks be made, where PyTorch is not installed;
+    a test holds it equal to :class:`~fbcnn_plugins.core.network.FBCNN`'s own state dict.
+    """
+    c1, c2, c3, c4 = config.channels
+    blocks, embed = config.blocks, config.embed_dim
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def layer(name: str, weight: tuple[int, ...]) -> None:
+        shapes[f"{name}.weight"] = weight
+        shapes[f"{name}.bias"] = (weight[1] if len(weight) == 4 and name.startswith("m_up") and name.endswith(".0")
+                                  else weight[0],)
+
+    def residual(prefix: str, channels: int) -> None:
+        layer(f"{prefix}.res.0", (channels, channels, 3, 3))
+        layer(f"{prefix}.res.2", (channels, channels, 3, 3))
+
+    def head(prefix: str) -> None:
+        layer(f"{prefix}.{blocks + 2}", (embed, c4))
+        layer(f"{prefix}.{blocks + 4}", (embed, embed))
+        layer(f"{prefix}.{blocks + 6}", (1, embed))
+
+    layer("m_head", (c1, in_channels, 3, 3))
+    for stage, (wide, wider) in zip(("m_down1", "m_down2", "m_down3"), ((c1, c2), (c2, c3), (c3, c4))):
+        for i in range(blocks):
+            residual(f"{stage}.{i}", wide)
+        layer(f"{stage}.{blocks}", (wider, wide, 2, 2))
+    for i in range(blocks):
+        residual(f"m_body_encoder.{i}", c4)
+    for i in range(blocks):
+        residual(f"m_body_decoder.{i}", c4)
+    for stage, (wide, narrow) in zip(("m_up3", "m_up2", "m_up1"), ((c4, c3), (c3, c2), (c2, c1))):
+        layer(f"{stage}.0", (wide, narrow, 2, 2))  # transposed: (in, out, k, k)
+        for i in range(1, blocks + 1):
+            residual(f"{stage}.{i}", narrow)
+    layer("m_tail", (in_channels, c1, 3, 3))
+    for i in range(blocks):
+        residual(f"qf_pred.{i}", c4)
+    head("qf_pred")
+    layer("qf_embed.0", (embed, 1))
+    layer("qf_embed.2", (embed, embed))
+    layer("qf_embed.4", (embed, embed))
+    for level, channels in ((3, c3), (2, c2), (1, c1)):
+        layer(f"to_gamma_{level}.0", (channels, embed))
+        layer(f"to_beta_{level}.0", (channels, embed))
+    if strength_head:
+        head("strength_pred")
+    return shapes
+
+
+def state_dict_mismatch(tensors: Mapping[str, Any], config: NetworkConfig, in_channels: int) -> str | None:
+    """What keeps ``tensors`` from being this network's state dict (missing, unexpected, misshapen), or None."""
+    strength = any(key.startswith("strength_pred.") for key in tensors)
+    expected = state_dict_shapes(config, in_channels, strength_head=strength)
+    problems = []
+    missing = [key for key in expected if key not in tensors]
+    unexpected = [key for key in tensors if key not in expected]
+    wrong = [f"{key} is {tuple(tensors[key].shape)}, not {shape}" for key, shape in expected.items()
+             if key in tensors and tuple(tensors[key].shape) != shape]
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            problems.append(f"{label}: {', '.join(keys[:3])}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else ""))
+    return "; ".join(problems) or None
+
+
 def count_parameters(network: torch.nn.Module) -> int:
     return sum(p.numel() for p in network.parameters())
 

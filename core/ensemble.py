@@ -11,30 +11,30 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
+import numpy as np
 
 #: The dihedral group of the square: 4 rotations, each with and without a horizontal flip.
 TRANSFORMS = range(8)
 
 
-def transform(image: torch.Tensor, index: int) -> torch.Tensor:
-    """One of the 8 dihedral transforms of an NCHW tensor."""
+def transform(image: np.ndarray, index: int) -> np.ndarray:
+    """One of the 8 dihedral transforms of an NCHW array."""
     if index >= 4:
-        image = image.flip(-1)
-    return torch.rot90(image, index % 4, dims=(-2, -1))
+        image = np.flip(image, -1)
+    return np.ascontiguousarray(np.rot90(image, index % 4, axes=(-2, -1)))
 
 
-def inverse_transform(image: torch.Tensor, index: int) -> torch.Tensor:
+def inverse_transform(image: np.ndarray, index: int) -> np.ndarray:
     """Undo :func:`transform` with the same index."""
-    image = torch.rot90(image, -(index % 4), dims=(-2, -1))
-    return image.flip(-1) if index >= 4 else image
+    image = np.rot90(image, -(index % 4), axes=(-2, -1))
+    return np.ascontiguousarray(np.flip(image, -1) if index >= 4 else image)
 
 
-def self_ensemble(run: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+def self_ensemble(run: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
     """The float32 mean of ``run`` over the 8 transforms of ``image``, mapped back to its orientation."""
     total = None
     for index in TRANSFORMS:
-        restored = inverse_transform(run(transform(image, index)), index).float()
+        restored = inverse_transform(run(transform(image, index)), index).astype(np.float32)
         total = restored if total is None else total + restored
     assert total is not None
     return total / len(TRANSFORMS)

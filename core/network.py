@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .encoded import EncodedTile
 
 #: The network works on 3 stride-2 levels, so inputs are padded to this.
 SIZE_MULTIPLE = 8
@@ -70,21 +71,6 @@ def _decoder_stage(channels_in: int, channels_out: int, blocks: int) -> nn.Modul
 
 def _modulation(embed_dim: int, channels: int, activation: nn.Module) -> nn.Sequential:
     return nn.Sequential(nn.Linear(embed_dim, channels), activation)
-
-
-@dataclass
-class EncodedTile:
-    """One input's encoder outputs (padded to SIZE_MULTIPLE) and its QF branch's pooled features.
-
-    ``quality_sum`` (N, C, float32) sums the QF branch's features over ``quality_count``
-    positions, so sums from several tiles pool into one image's features.
-    """
-
-    features: tuple[torch.Tensor, ...]
-    quality_sum: torch.Tensor
-    quality_count: int
-    height: int
-    width: int
 
 
 class FBCNN(nn.Module):

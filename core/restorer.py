@@ -9,23 +9,24 @@ and runs the network tile by tile so memory stays bounded.
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from .catalog import load_model
-from .device import DeviceError, resolve_device, resolve_precision
+from .device import Device, DeviceError, resolve_device, resolve_precision
+from .encoded import EncodedTile
 from .ensemble import self_ensemble
 from .pixels import merge_image, split_image
 from .qf_estimation import dominant_quality
 from .quality import QFEstimate, clamp_qf, parse_qf, qf_to_scalar, scalar_to_qf
 from .tiling import DEFAULT_TILE, Tile, check_tiling, default_overlap, iter_tiles, quality_tiles, run_tiled
-from .network import EncodedTile
-from .weights import LoadedModel
+from .weights import LoadedModel, WeightsError
+
+#: An engine: the OpenVINO or the PyTorch network behind the same methods, on numpy arrays.
+Engine = Any
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -39,7 +40,7 @@ QF_MIN_TILE = 256
 #: Restoration tiles whose encoder features also predict the QF (spread evenly over the image).
 #: Their features wait in memory until the QF is known, so this also bounds the extra memory.
 QF_SAMPLE_TILES = 4
-#: Engines that run the network: PyTorch everywhere, OpenVINO on x86 CPUs (the openvino extra).
+#: Engines that run the network: OpenVINO on the CPU (the base install), PyTorch (the torch extra) everywhere.
 BACKENDS = ("auto", "pytorch", "openvino")
 
 
@@ -50,7 +51,7 @@ class RestoreResult:
 
 
 class Restorer:
-    """Runs FBCNN on images of any size on the CPU or a GPU.
+    """Runs FBCNN on images of any size on the CPU (OpenVINO) or a GPU (PyTorch, the torch extra).
 
     ``model`` may be ``None`` (the installed default colour or gray model,
     chosen per image), a registered model name, a weights path, or an already
@@ -64,7 +65,7 @@ class Restorer:
         self,
         model: str | os.PathLike[str] | LoadedModel | None = None,
         *,
-        device: str | torch.device = "auto",
+        device: str | Device = "auto",
         precision: str | None = None,
         tile: int = DEFAULT_TILE,
         overlap: int | None = None,
@@ -76,23 +77,21 @@ class Restorer:
         #: Average the 8 flips/rotations of every tile: a little more quality for 8x the time.
         self.self_ensemble = self_ensemble
         self.device = resolve_device(device)
-        #: The compute precision: by default the fastest one the hardware computes natively.
-        self.dtype = resolve_precision(precision, self.device)
-        self.backend = resolve_backend(backend, self.device, self.dtype)
-        #: What tensors are handed to the network in: OpenVINO takes float32 and computes in self.dtype.
-        self.io_dtype = torch.float32 if self.backend == "openvino" else self.dtype
+        #: The compute precision (fp32, bf16, fp16): by default the fastest one the hardware computes natively.
+        self.precision = resolve_precision(precision, self.device)
+        self.backend = resolve_backend(backend, self.device, self.precision)
         self.tile = tile
         self.overlap = overlap
         # A named model is loaded now, so a wrong name or file fails before any image is read.
         self._model_choice = model if model is None or isinstance(model, LoadedModel) else load_model(model)
-        self._ready: dict[bool, tuple[LoadedModel, torch.nn.Module]] = {}
+        self._ready: dict[bool, tuple[LoadedModel, Engine]] = {}
 
     # -- models --------------------------------------------------------------
     def model_for(self, gray: bool) -> LoadedModel:
         return self.prepared_network(gray)[0]
 
-    def prepared_network(self, gray: bool) -> tuple[LoadedModel, torch.nn.Module]:
-        """The model for gray or colour images and its copy on this restorer's device and precision."""
+    def prepared_network(self, gray: bool) -> tuple[LoadedModel, Engine]:
+        """The model for gray or colour images and its engine on this restorer's device and precision."""
         if gray not in self._ready:
             choice = self._model_choice
             loaded = choice if isinstance(choice, LoadedModel) else load_model(choice, gray=gray)
@@ -101,34 +100,34 @@ class Restorer:
             if self.backend == "openvino":
                 from .openvino_backend import OpenVINONetwork
 
-                network = OpenVINONetwork(loaded.network, self.dtype)
+                try:
+                    network = OpenVINONetwork.from_model(loaded, self.precision)
+                except ValueError as error:
+                    raise WeightsError(f"{loaded.source or loaded.name}: {error}") from None
             else:
-                # Channels-last is faster on every backend we measured: on this 2-core AVX2 CPU 1.4x for
-                # fp32 and 3x for bf16 (whose default layout falls back to a slow path).
-                network = copy.deepcopy(loaded.network).to(self.device, self.dtype).eval()
-                network = network.to(memory_format=torch.channels_last)
+                from .torch_engine import TorchNetwork
+
+                network = TorchNetwork(loaded, self.device, self.precision)
             self._ready[gray] = (loaded, network)
         return self._ready[gray]
 
     # -- QF ------------------------------------------------------------------
-    @torch.inference_mode()
-    def pooled_quality_features(self, image: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
-        """The QF branch's features of a whole CPU image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
+    def pooled_quality_features(self, image: np.ndarray, network: Engine) -> np.ndarray:
+        """The QF branch's features of a whole image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
         _, _, height, width = image.shape
         feature_sum, count = None, 0
         for t in quality_tiles(height, width, max(self.tile, QF_MIN_TILE), MAX_QF_TILES):
-            part = self.to_device(image[:, :, t.top : t.bottom, t.left : t.right])
-            tile_sum, tile_count = network.quality_feature_sum(part)
-            feature_sum = tile_sum.float() if feature_sum is None else feature_sum + tile_sum.float()
+            tile_sum, tile_count = network.quality_feature_sum(image[:, :, t.top : t.bottom, t.left : t.right])
+            tile_sum = np.asarray(tile_sum, dtype=np.float32)
+            feature_sum = tile_sum if feature_sum is None else feature_sum + tile_sum
             count += tile_count
         assert feature_sum is not None
-        return (feature_sum / count).to(self.io_dtype)
+        return feature_sum / count
 
-    @torch.inference_mode()
-    def predict_quality(self, image: torch.Tensor, network: torch.nn.Module) -> float:
-        """The network's QF for a whole CPU image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
-        mean = self.pooled_quality_features(image, network)
-        return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+    def predict_quality(self, image: np.ndarray, network: Engine) -> float:
+        """The network's QF for a whole image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
+        mean = self.pooled_quality_features(np.asarray(image, dtype=np.float32), network)
+        return scalar_to_qf(float(network.quality_from_features(mean).reshape(-1)[0]))
 
     def predict_strength(self, image: torch.Tensor, network: torch.nn.Module) -> float:
         """The control that should restore a whole CPU image (1,C,H,W) best, as a QF.
@@ -158,12 +157,11 @@ class Restorer:
         color = split.color
         if split.is_gray and not loaded.is_gray:
             color = np.repeat(color, 3, axis=2)
-        with torch.inference_mode():
-            mean = self.pooled_quality_features(torch.from_numpy(color).permute(2, 0, 1)[None], network)
-            quality = scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
-            if not getattr(network, "has_strength_head", False):
-                return quality, None
-            return quality, scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
+        mean = self.pooled_quality_features(color.transpose(2, 0, 1)[None], network)
+        quality = scalar_to_qf(float(network.quality_from_features(mean).reshape(-1)[0]))
+        if not network.has_strength_head:
+            return quality, None
+        return quality, scalar_to_qf(float(network.strength_from_features(mean).reshape(-1)[0]))
 
     # -- restoration -------------------------------------------------------------
     def restore(
@@ -187,24 +185,24 @@ class Restorer:
         replicate = split.is_gray and not loaded.is_gray
         if replicate:
             color = np.repeat(color, 3, axis=2)
-        # A channels-first view, not a copy: tiles are copied one at a time on their way to the device.
-        tensor = torch.from_numpy(color).permute(2, 0, 1)[None]
-        restored, used = self.restore_tensor(tensor, wanted, gray=split.is_gray, progress=progress)
+        # A channels-first view, not a copy: tiles are copied one at a time on their way to the engine.
+        restored, used = self.restore_tensor(color.transpose(2, 0, 1)[None], wanted, gray=split.is_gray, progress=progress)
         estimate = estimate or used
-        out = restored[0].numpy().transpose(1, 2, 0)
+        out = restored[0].transpose(1, 2, 0)
         if replicate:
             out = out.mean(axis=2, keepdims=True)
         return RestoreResult(merge_image(out, split), estimate)
 
     def restore_tensor(
         self,
-        image: torch.Tensor,
+        image: np.ndarray,
         qf: int | str | None = None,
         *,
         gray: bool | None = None,
         progress: ProgressCallback | None = None,
-    ) -> tuple[torch.Tensor, QFEstimate]:
-        """Restore a float CPU tensor (1,C,H,W) whose C matches the model; returns a float32 CPU tensor."""
+    ) -> tuple[np.ndarray, QFEstimate]:
+        """Restore a float array (1,C,H,W) in [0, 1] whose C matches the model; returns a float32 array."""
+        image = np.asarray(image, dtype=np.float32)
         wanted = parse_qf(qf)
         if wanted in ("dominant", "header"):
             raise ValueError(f"qf={wanted!r} is estimated from pixels or files; use restore() or pass a number")
@@ -217,10 +215,10 @@ class Restorer:
         if not isinstance(wanted, int) and len(tiles) == 1 and hasattr(network, "restore_predicted") \
                 and not self.self_ensemble:
             # One tile, on an engine with a one-pass graph for it: predict and restore together.
-            restored, predicted, used = network.restore_predicted(self.to_device(image))
+            restored, predicted, used = network.restore_predicted(image)
             if progress:
                 progress(1, 1)
-            return restored.float().cpu(), QFEstimate(used, "predicted", predicted)
+            return np.asarray(restored, dtype=np.float32), QFEstimate(used, "predicted", predicted)
         if isinstance(wanted, int):
             estimate = QFEstimate(wanted, "given")
         elif self.self_ensemble or not tiles_predict_well(tiles, image.shape[2], image.shape[3]):
@@ -229,7 +227,7 @@ class Restorer:
         else:
             # The QF from a few restoration tiles.  PyTorch keeps their encoder features and decodes
             # them once the QF is known: predicting costs the QF branch alone, no second encoder pass.
-            if getattr(network, "separate_quality_pass", False):
+            if network.separate_quality_pass:
                 # OpenVINO, where splitting a tile's pass costs more than a QF-only pass over it.
                 predicted = self.quality_of([self.quality_sum(image, network, t) for t in sample_tiles(tiles)], network)
             else:
@@ -238,65 +236,54 @@ class Restorer:
             estimate = QFEstimate(clamp_qf(predicted), "predicted", predicted)
         order = iter(enumerate(tiles))
 
-        def process(tile: torch.Tensor) -> torch.Tensor:
+        def process(tile: np.ndarray) -> np.ndarray:
             index, where = next(order)  # run_tiled visits iter_tiles' tiles in order
             assert tile.shape[-2:] == (where.bottom - where.top, where.right - where.left)
             if index in encoded:
                 return self.decode(network, encoded.pop(index), estimate.value)
-            return self.forward(network, self.to_device(tile), estimate.value)
+            return self.forward(network, tile, estimate.value)
 
         restored = run_tiled(process, image, tile=self.tile, overlap=self.overlap, progress=progress)
         return restored, estimate
 
-    @torch.inference_mode()
-    def encode_sample(self, image: torch.Tensor, network: torch.nn.Module, tiles: list[Tile]) -> dict[int, EncodedTile]:
+    def encode_sample(self, image: np.ndarray, network: Engine, tiles: list[Tile]) -> dict[int, EncodedTile]:
         """Encoder features of a few of ``tiles`` (at most QF_SAMPLE_TILES, each in the middle of an
         equal share of the tiles, so they spread over the image), by tile index."""
-        return {i: network.encode_tile(self.to_device(image[:, :, t.top : t.bottom, t.left : t.right]))
+        return {i: network.encode_tile(image[:, :, t.top : t.bottom, t.left : t.right])
                 for i, t in ((i, tiles[i]) for i in sample_indices(len(tiles)))}
 
-    @torch.inference_mode()
-    def quality_sum(self, image: torch.Tensor, network: torch.nn.Module, tile: Tile) -> EncodedTile:
+    def quality_sum(self, image: np.ndarray, network: Engine, tile: Tile) -> EncodedTile:
         """A tile's pooled QF features alone, shaped like an encoded tile's (no features kept)."""
-        part = self.to_device(image[:, :, tile.top : tile.bottom, tile.left : tile.right])
-        feature_sum, count = network.quality_feature_sum(part)
-        return EncodedTile((), feature_sum.float(), count, tile.bottom - tile.top, tile.right - tile.left)
+        feature_sum, count = network.quality_feature_sum(image[:, :, tile.top : tile.bottom, tile.left : tile.right])
+        return EncodedTile((), np.asarray(feature_sum, np.float32), count, tile.bottom - tile.top, tile.right - tile.left)
 
-    @torch.inference_mode()
-    def quality_of(self, encoded: list[EncodedTile], network: torch.nn.Module) -> float:
+    def quality_of(self, encoded: list[EncodedTile], network: Engine) -> float:
         """The QF predicted from the pooled QF features of encoded tiles (the image's first entry)."""
-        feature_sum = sum(e.quality_sum[:1].float() for e in encoded)
+        feature_sum = sum(np.asarray(e.quality_sum[:1], np.float32) for e in encoded)
         count = sum(e.quality_count for e in encoded)
-        mean = (feature_sum / count).to(self.io_dtype)
-        return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+        return scalar_to_qf(float(network.quality_from_features(feature_sum / count).reshape(-1)[0]))
 
-    @torch.inference_mode()
-    def decode(self, network: torch.nn.Module, encoded: EncodedTile, qf: int) -> torch.Tensor:
+    def decode(self, network: Engine, encoded: EncodedTile, qf: int) -> np.ndarray:
         """The restoration of an encoded tile at ``qf``: equal to :meth:`forward` on the same tile."""
         return network.decode_tile(encoded, self.control(1, qf))
 
-    def control(self, count: int, qf: int) -> torch.Tensor:
+    @staticmethod
+    def control(count: int, qf: int) -> np.ndarray:
         """The decoder's quality input for ``count`` images at ``qf``."""
-        return torch.full((count, 1), qf_to_scalar(qf), device=self.device, dtype=self.io_dtype)
+        return np.full((count, 1), qf_to_scalar(qf), dtype=np.float32)
 
-    @torch.inference_mode()
-    def forward(self, network: torch.nn.Module, batch: torch.Tensor, qf: int) -> torch.Tensor:
-        """One device batch (N,C,H,W) through the network at ``qf``, with the self-ensemble when set.
+    def forward(self, network: Engine, batch: np.ndarray, qf: int) -> np.ndarray:
+        """One batch (N,C,H,W) through the network at ``qf``, with the self-ensemble when set.
 
         The one place a restoration pass is defined, so that callers that batch on their own
         (the VapourSynth filter batches whole frames) restore exactly as the tiled path does.
         """
         control = self.control(batch.shape[0], qf)
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return network.restore(x.contiguous(memory_format=torch.channels_last), control)
+        def run(x: np.ndarray) -> np.ndarray:
+            return network.restore(x, control)
 
         return self_ensemble(run, batch) if self.self_ensemble else run(batch)
-
-    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A CPU tensor on the device, in the compute precision and channels-last layout."""
-        tensor = tensor.to(self.device, self.io_dtype, non_blocking=True)
-        return tensor.contiguous(memory_format=torch.channels_last)
 
 
 def sample_indices(count: int) -> list[int]:
@@ -315,22 +302,32 @@ def tiles_predict_well(tiles: list[Tile], height: int, width: int) -> bool:
                for t in tiles)
 
 
-def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """``auto``: OpenVINO for fp32/bf16 on x86 CPUs where the extra is installed (faster there), else PyTorch.
+def resolve_backend(backend: str, device: Device | str, precision: Any) -> str:
+    """``auto``: OpenVINO for fp32/bf16 on the CPU, else PyTorch (GPUs and fp16; the torch extra).
+
+    OpenVINO is the CPU engine of the base install; on x86 it is also the faster one.  Where it
+    cannot load (a process holding another OpenVINO runtime) PyTorch takes over if installed.
 
     The environment variable FBCNN_BACKEND, when set, replaces ``auto`` for every front end at
     once (a GIMP or VapourSynth user who wants PyTorch everywhere, or a test run).
     """
-    from .openvino_backend import openvino_suits_this_machine, openvino_unavailable
+    from .device import precision_name
+    from .openvino_backend import openvino_installed, openvino_suits_this_machine, openvino_unavailable
+    from .torch_extra import TORCH_EXTRA, torch_installed
 
     name = backend.strip().lower()
     if name == "auto":
         name = os.environ.get("FBCNN_BACKEND", "auto").strip().lower() or "auto"
     if name not in BACKENDS:
         raise DeviceError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
-    usable = device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    device = resolve_device(device)
+    usable = device.type == "cpu" and precision_name(precision) in ("fp32", "bf16")
     if name == "auto":
-        return "openvino" if usable and openvino_suits_this_machine() else "pytorch"
+        # On Arm CPUs PyTorch is the engine measured, where installed; the base install has only OpenVINO.
+        openvino_fits = openvino_suits_this_machine() or (openvino_installed() and not torch_installed())
+        name = "openvino" if usable and openvino_fits else "pytorch"
+    if name == "pytorch" and not torch_installed():
+        raise DeviceError(f"the PyTorch engine (device {device}, {precision_name(precision)}) needs PyTorch: {TORCH_EXTRA}")
     if name == "openvino":
         if device.type != "cpu":
             raise DeviceError(f"the OpenVINO backend runs on the CPU; device {device} needs backend 'pytorch'")

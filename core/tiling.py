@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 GRID = 8
 DEFAULT_TILE = 512
@@ -84,40 +83,41 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
     return weights
 
 
-def blend_weights(tile: Tile, height: int, width: int, overlap: int) -> torch.Tensor:
+def blend_weights(tile: Tile, height: int, width: int, overlap: int) -> np.ndarray:
     rows = _ramp(tile.bottom - tile.top, overlap, tile.top > 0, tile.bottom < height)
     cols = _ramp(tile.right - tile.left, overlap, tile.left > 0, tile.right < width)
-    return torch.from_numpy(np.outer(rows, cols))
+    return np.outer(rows, cols).astype(np.float32)
 
 
 def run_tiled(
-    process: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
+    process: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
     *,
     tile: int = DEFAULT_TILE,
     overlap: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """Apply ``process`` (tensor (1,C,h,w) -> same shape) tile by tile to a CPU image (1,C,H,W)."""
+) -> np.ndarray:
+    """Apply ``process`` (array (1,C,h,w) -> same shape) tile by tile to an image (1,C,H,W); float32 out."""
     overlap = default_overlap(tile) if overlap is None else overlap
     check_tiling(tile, overlap)
     _, channels, height, width = image.shape
     tiles = list(iter_tiles(height, width, tile, overlap))
     if len(tiles) == 1:
-        result = process(image).float().cpu()
+        result = np.asarray(process(image), dtype=np.float32)
         if progress:
             progress(1, 1)
         return result
-    total = torch.zeros((1, channels, height, width), dtype=torch.float32)
-    weight_sum = torch.zeros((height, width), dtype=torch.float32)
+    total = np.zeros((1, channels, height, width), dtype=np.float32)
+    weight_sum = np.zeros((height, width), dtype=np.float32)
     for done, t in enumerate(tiles, start=1):
-        restored = process(image[:, :, t.top : t.bottom, t.left : t.right]).float().cpu()
+        restored = np.asarray(process(image[:, :, t.top : t.bottom, t.left : t.right]), dtype=np.float32)
         weights = blend_weights(t, height, width, overlap)
         total[:, :, t.top : t.bottom, t.left : t.right] += restored * weights
         weight_sum[t.top : t.bottom, t.left : t.right] += weights
         if progress:
             progress(done, len(tiles))
-    return total.div_(weight_sum)
+    total /= weight_sum
+    return total
 
 
 def quality_tiles(height: int, width: int, tile: int, limit: int) -> list[Tile]:

@@ -4,7 +4,11 @@ Our format is a ``.safetensors`` file plus a ``.json`` card beside it with the
 config, colour mode, QF convention, training facts and the sha256 of the
 tensors file; the card is what makes a file self-describing and lets us refuse
 a corrupted or swapped file.  The authors' ``.pth`` model-zoo state dicts load
-too, through ``torch.load(weights_only=True)`` so that no pickle code runs.
+too, through ``torch.load(weights_only=True)`` so that no pickle code runs (the ``torch`` extra).
+
+Loading keeps the tensors as float32 numpy arrays and needs no PyTorch: the OpenVINO engine
+builds its graphs from them.  The PyTorch module is built from them on first use of
+:attr:`LoadedModel.network` (training, export, the PyTorch engine).
 """
 
 from __future__ import annotations
@@ -14,15 +18,20 @@ import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-from safetensors.torch import load_file, save_file
+import numpy as np
+from safetensors.numpy import load_file
 
 from .atomic import atomic_target
-from .configs import NetworkConfig, config_from_state_dict, get_config
+from .configs import NetworkConfig, config_from_state_dict, get_config, state_dict_mismatch
 from .model_card import CARD_FORMAT, WeightsError, card_path_for, read_card, sha256_of
-from .network import FBCNN
+from .torch_extra import require_torch
+
+if TYPE_CHECKING:
+    import torch
+
+    from .network import FBCNN
 
 __all__ = [
     "CARD_FORMAT", "QF_CONVENTION", "LoadedModel", "UnverifiedWeightsWarning", "WeightsError", "build_from_state_dict",
@@ -38,9 +47,13 @@ class UnverifiedWeightsWarning(UserWarning):
 
 @dataclass
 class LoadedModel:
-    """A ready network and what is known about where it came from."""
+    """A network's weights, its architecture and what is known about where they came from.
 
-    network: FBCNN
+    ``tensors`` are the state dict as float32 numpy arrays (what the OpenVINO engine builds
+    its graphs from); :attr:`network` is the PyTorch module, built from them when first asked for.
+    """
+
+    tensors: dict[str, np.ndarray]
     name: str
     config: NetworkConfig
     in_channels: int
@@ -48,25 +61,50 @@ class LoadedModel:
     card: dict[str, Any] = field(default_factory=dict)
     #: True when a card's sha256 matched the file; False for files without a card (nothing was checked).
     verified: bool = False
+    _network: FBCNN | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_gray(self) -> bool:
         return self.in_channels == 1
 
+    @property
+    def network(self) -> FBCNN:
+        """The PyTorch module with these weights (needs the ``torch`` extra), in eval mode."""
+        if self._network is None:
+            self._network = _build_network(self.tensors, self.config, self.in_channels, self.source or self.name)
+        return self._network
+
+    @classmethod
+    def from_network(cls, network: FBCNN, name: str, config: NetworkConfig, **facts: Any) -> LoadedModel:
+        """Wrap a PyTorch module (a freshly built or trained one) as a loaded model."""
+        tensors = {key: _as_numpy(value) for key, value in network.state_dict().items()}
+        return cls(tensors, name, config, network.in_channels, _network=network, **facts)
+
 
 def save_weights(
-    network: FBCNN,
+    network: FBCNN | Mapping[str, np.ndarray],
     path: str | os.PathLike[str],
     config: NetworkConfig,
     *,
     name: str | None = None,
-    dtype: torch.dtype = torch.float16,
+    dtype: Any = "float16",
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``path`` (.safetensors) and its card; both atomically, card last."""
+    """Write ``path`` (.safetensors) and its card; both atomically, card last.
+
+    ``network`` is a PyTorch module or its state dict as numpy arrays (no PyTorch needed then);
+    ``dtype`` (float16 or float32, a name or a torch dtype) is what the file stores.
+    """
+    from safetensors.numpy import save_file
+
+    stored = np.dtype(str(dtype).removeprefix("torch."))
+    if stored not in (np.float16, np.float32):
+        raise ValueError(f"weights are stored as float16 or float32, not {dtype}")
+    state = network.state_dict() if hasattr(network, "state_dict") else network
+    tensors = {key: np.ascontiguousarray(_as_numpy(value).astype(stored)) for key, value in state.items()}
+    in_channels = int(tensors["m_head.weight"].shape[1])
     path = Path(path).with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().to("cpu", dtype).contiguous() for key, value in network.state_dict().items()}
     with atomic_target(path) as tmp:
         # One metadata entry only: safetensors writes a map, and several entries come out in varying order.
         save_file(tensors, str(tmp), metadata={"format": CARD_FORMAT})
@@ -74,15 +112,22 @@ def save_weights(
         "format": CARD_FORMAT,
         "name": name or path.stem,
         "config": config.to_dict(),
-        "in_channels": network.in_channels,
-        "color": "gray" if network.in_channels == 1 else "rgb",
+        "in_channels": in_channels,
+        "color": "gray" if in_channels == 1 else "rgb",
         "qf_convention": QF_CONVENTION,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": stored.name,
         "sha256": sha256_of(path),
     }
     card.update(dict(extra or {}))
     write_text_atomic(card_path_for(path), json.dumps(card, indent=2) + "\n")
     return path
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """A float32 copy of a torch tensor (any device, any precision) or a numpy array."""
+    if hasattr(value, "detach"):
+        return value.detach().to("cpu").float().numpy()
+    return np.asarray(value, dtype=np.float32)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -126,6 +171,7 @@ def _load_safetensors(path: Path, *, verify: bool) -> LoadedModel:
 
 
 def _load_torch_state_dict(path: Path) -> LoadedModel:
+    torch = require_torch(f"loading {path.name} (a PyTorch file; safetensors files load without it)")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -142,33 +188,38 @@ def warn_unverified(path: Path, why: str) -> None:
     )
 
 
-def unwrap_state_dict(loaded: Any, path: Path | str = "<state dict>") -> dict[str, torch.Tensor]:
+def unwrap_state_dict(loaded: Any, path: Path | str = "<state dict>") -> dict[str, np.ndarray]:
     """Accept a bare state dict or the common {'params'|'state_dict'|'model': ...} wrappers."""
     if isinstance(loaded, Mapping):
         for key in ("params_ema", "params", "state_dict", "model"):
             if key in loaded and isinstance(loaded[key], Mapping):
                 loaded = loaded[key]
                 break
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    if not isinstance(loaded, Mapping) or not all(hasattr(v, "detach") for v in loaded.values()):
         raise WeightsError(f"{path}: does not contain a state dict of tensors")
-    return {key.removeprefix("module."): value for key, value in loaded.items()}
+    return {key.removeprefix("module."): _as_numpy(value) for key, value in loaded.items()}
 
 
 def build_from_state_dict(
-    state_dict: Mapping[str, torch.Tensor],
+    state_dict: Mapping[str, Any],
     *,
     name: str,
     source: Path | None = None,
     card: dict[str, Any] | None = None,
 ) -> LoadedModel:
+    """Check a state dict (numpy arrays, or tensors) and describe its architecture; no PyTorch needed."""
     card = card or {}
-    damaged = [key for key, value in state_dict.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    tensors = {key: _as_numpy(value) if hasattr(value, "detach") else np.asarray(value) for key, value in state_dict.items()}
+    damaged = [key for key, value in tensors.items()
+               if np.issubdtype(value.dtype, np.floating) and not bool(np.isfinite(value).all())]
     if damaged:
         # Such a network answers every image with NaN, which becomes a black picture without a word.
         shown = ", ".join(damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
         raise WeightsError(f"{source or name}: weights contain NaN or infinite values ({shown}); the file is damaged")
+    tensors = {key: value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
+               for key, value in tensors.items()}
     try:
-        config, in_channels = config_from_state_dict(state_dict)
+        config, in_channels = config_from_state_dict(tensors)
     except ValueError as error:
         raise WeightsError(f"{source or name}: {error}") from None
     if "config" in card and isinstance(card["config"], dict):
@@ -182,14 +233,19 @@ def build_from_state_dict(
             pass
         if "global_residual" in described:
             config = replace(config, global_residual=bool(described["global_residual"]))
+    problem = state_dict_mismatch(tensors, config, in_channels)
+    if problem:
+        raise WeightsError(f"{source or name}: state dict does not fit the FBCNN network: {problem}")
+    return LoadedModel(tensors, name=name, config=config, in_channels=in_channels, source=source, card=card)
+
+
+def _build_network(tensors: Mapping[str, np.ndarray], config: NetworkConfig, in_channels: int, where: Any) -> FBCNN:
+    torch = require_torch("the PyTorch network (training, export, the pytorch backend)")
     network = config.build(in_channels)
-    if any(key.startswith("strength_pred.") for key in state_dict):
+    if any(key.startswith("strength_pred.") for key in tensors):
         network.add_strength_head()
-    reference = network.state_dict()
-    converted = {key: value.to(reference[key].dtype) if key in reference else value for key, value in state_dict.items()}
     try:
-        network.load_state_dict(converted, strict=True)
+        network.load_state_dict({key: torch.from_numpy(np.array(value)) for key, value in tensors.items()}, strict=True)
     except RuntimeError as error:
-        raise WeightsError(f"{source or name}: state dict does not fit the FBCNN network: {error}") from None
-    network.eval()
-    return LoadedModel(network=network, name=name, config=config, in_channels=in_channels, source=source, card=card)
+        raise WeightsError(f"{where}: state dict does not fit the FBCNN network: {error}") from None
+    return network.eval()

@@ -81,10 +81,14 @@ def worker_settings(python: str) -> dict:
 
 
 def present_devices() -> list[str]:
-    """The devices torch can run on in this environment, CPU first."""
-    import torch
+    """The devices the plug-in can run on in this environment, CPU first (GPUs through the torch extra)."""
+    from fbcnn_plugins.core.torch_extra import torch_installed
 
     devices = ["cpu"]
+    if not torch_installed():
+        return devices
+    import torch
+
     if torch.cuda.is_available():
         devices.append("cuda")
     backend = getattr(torch.backends, "mps", None)

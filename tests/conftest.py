@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from fbcnn_plugins.core.configs import create_network, get_config
+from fbcnn_plugins.core.configs import NetworkConfig, get_config, state_dict_shapes
+from fbcnn_plugins.core.torch_extra import torch_installed
 from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: hides it, which is how CI checks that a fresh clone with nothing beside it passes.
 SHARED = Path(os.environ.get("FBCNN_SHARED_DIR") or REPO.parent / "shared")
 SHARED_VAL = SHARED / "data" / "val"
+
+#: Tests of the parts that need PyTorch (the torch extra: training, export, the PyTorch engine, .pth files).
+needs_torch = pytest.mark.skipif(not torch_installed(), reason="needs PyTorch (pip install 'fbcnn-plugins[torch]')")
 
 needs_shared = pytest.mark.skipif(
     not SHARED_VAL.is_dir(),
@@ -78,11 +81,21 @@ def pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer))
 
 
+def random_tensors(config: NetworkConfig, channels: int, seed: int) -> dict[str, np.ndarray]:
+    """A state dict drawn as PyTorch's default initialisation draws it (uniform in +-1/sqrt(fan-in)), in numpy."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for key, shape in state_dict_shapes(config, channels).items():
+        weight = shape if key.endswith(".weight") else state_dict_shapes(config, channels)[key.replace(".bias", ".weight")]
+        fan_in = int(np.prod(weight[1:]))
+        tensors[key] = rng.uniform(-1, 1, shape).astype(np.float32) / np.sqrt(fan_in)
+    return tensors
+
+
 def saved_random_model(folder: Path, channels: int, seed: int) -> LoadedModel:
     """A randomly initialised 'tiny' network written and read back through our weights format."""
-    torch.manual_seed(seed)
     path = folder / f"tiny-{channels}ch.safetensors"
-    save_weights(create_network("tiny", channels), path, get_config("tiny"), dtype=torch.float32)
+    save_weights(random_tensors(get_config("tiny"), channels, seed), path, get_config("tiny"), dtype="float32")
     return load_weights(path)
 
 

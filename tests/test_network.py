@@ -1,5 +1,6 @@
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs PyTorch (pip install 'fbcnn-plugins[torch]')")
 
 from fbcnn_plugins.core.configs import (
     config_from_state_dict, count_parameters, create_network, flops_per_pixel, get_config, list_configs,

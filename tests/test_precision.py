@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from fbcnn_plugins.core.device import (
     cpu_flags, default_precision, native_bf16_from_flags, precision_name, resolve_precision,
@@ -10,7 +9,7 @@ from fbcnn_plugins.core.device import (
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.restorer import Restorer
 
-from conftest import natural_image, pillow_jpeg
+from conftest import natural_image, needs_torch, pillow_jpeg
 
 # The flags lines of /proc/cpuinfo on real machines.
 SAPPHIRE_RAPIDS_KVM = (  # Intel Xeon (Sapphire Rapids) guest: AVX-512-BF16 and AMX
@@ -57,36 +56,49 @@ SKYLAKE_CLIENT = (  # Intel Core i7-6700: AVX2 only
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (SAPPHIRE_RAPIDS_KVM, torch.bfloat16),
-    (EPYC_GENOA, torch.bfloat16),
-    (ICE_LAKE_SERVER, torch.float32),
-    (SKYLAKE_CLIENT, torch.float32),
-    ("", torch.float32),  # no cpuinfo (macOS, Windows) or an Arm CPU, whose cpuinfo has no "flags" line
+    (SAPPHIRE_RAPIDS_KVM, "bf16"),
+    (EPYC_GENOA, "bf16"),
+    (ICE_LAKE_SERVER, "fp32"),
+    (SKYLAKE_CLIENT, "fp32"),
+    ("", "fp32"),  # no cpuinfo (macOS, Windows) or an Arm CPU, whose cpuinfo has no "flags" line
 ], ids=["sapphire-rapids", "epyc-genoa", "ice-lake", "skylake", "no-flags"])
 def test_cpu_default_precision_follows_the_flags(flags, expected):
     flag_set = frozenset(flags.split())
-    assert default_precision(torch.device("cpu"), flag_set) == expected
-    assert native_bf16_from_flags(flag_set) == (expected == torch.bfloat16)
+    assert default_precision("cpu", flag_set) == expected
+    assert native_bf16_from_flags(flag_set) == (expected == "bf16")
 
 
 def test_this_cpus_default_comes_from_its_own_cpuinfo():
-    expected = torch.bfloat16 if {"avx512_bf16", "amx_bf16"} & cpu_flags() else torch.float32
-    assert resolve_precision(None, torch.device("cpu")) == expected
-    assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("fp32", torch.device("cpu")) == torch.float32  # --precision fp32 still means fp32
+    expected = "bf16" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "fp32"
+    assert resolve_precision(None, "cpu") == expected
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("fp32", "cpu") == "fp32"  # --precision fp32 still means fp32
+
+
+@needs_torch
+def test_torch_dtypes_and_precision_names_map_both_ways():
+    import torch
+
+    from fbcnn_plugins.core.device import torch_dtype
+
     assert [precision_name(d) for d in (torch.float32, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
+    assert [torch_dtype(n) for n in ("fp32", "bf16", "fp16")] == [torch.float32, torch.bfloat16, torch.float16]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@needs_torch
 def test_cuda_default_is_a_half_precision_the_gpu_computes():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
     device = torch.device("cuda")
-    expected = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     if torch.cuda.get_device_capability(device)[0] < 7:
-        expected = torch.float32
+        expected = "fp32"
     assert default_precision(device) == expected
 
 
-@pytest.mark.parametrize("backend", ["pytorch"])
+@pytest.mark.parametrize("backend", [pytest.param("pytorch", marks=needs_torch), "openvino"])
 def test_bf16_restores_a_real_photo_like_fp32(bundled_color_model, backend):
     # The bf16 default loses at most a few hundredths of a dB on the validation set; on one
     # real photo the two outputs differ by at most a couple of levels and the QF is the same.

@@ -6,14 +6,16 @@ import pytest
 from fbcnn_plugins.core.restorer import QF_SAMPLE_TILES, Restorer
 from fbcnn_plugins.core.tiling import iter_tiles
 
-from conftest import natural_image, pillow_jpeg
+from conftest import natural_image, needs_torch, pillow_jpeg
+
+pytestmark = needs_torch  # the PyTorch engine keeps encoder features between passes; OpenVINO does not
 
 
 def count_encoder_passes(restorer: Restorer) -> list[int]:
     """Counts the pixels every call of the network's first layer sees (a real forward hook)."""
     _, network = restorer.prepared_network(False)
     seen: list[int] = []
-    network.m_head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[-2] * inputs[0].shape[-1]))
+    network.network.m_head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[-2] * inputs[0].shape[-1]))
     return seen
 
 

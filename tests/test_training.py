@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs PyTorch (pip install 'fbcnn-plugins[torch]')")
 from PIL import Image
 
 from fbcnn_plugins.core.jpeg import double_jpeg, jpeg_roundtrip, rgb_to_y

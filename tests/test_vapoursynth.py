@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import vapoursynth as vs
 
-from fbcnn_plugins.core.configs import create_network, get_config
+from fbcnn_plugins.core.configs import get_config
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.weights import save_weights
 from fbcnn_plugins.vapoursynth import fbcnn
 
-from conftest import REPO, clip_from_arrays, natural_image, pillow_jpeg
+from conftest import REPO, clip_from_arrays, natural_image, pillow_jpeg, random_tensors
 
 core = vs.core
 
@@ -307,12 +306,11 @@ def identity_model(tmp_path_factory) -> str:
 
     With it the filter's YUV output is the colour round trip alone, so any loss is the conversion's.
     """
-    torch.manual_seed(2)
-    network = create_network("tiny", 3)
-    torch.nn.init.zeros_(network.m_tail.weight)
-    torch.nn.init.zeros_(network.m_tail.bias)
+    tensors = random_tensors(get_config("tiny"), 3, seed=2)
+    tensors["m_tail.weight"][:] = 0
+    tensors["m_tail.bias"][:] = 0
     path = tmp_path_factory.mktemp("identity") / "identity.safetensors"
-    return str(save_weights(network, path, get_config("tiny"), dtype=torch.float32))
+    return str(save_weights(tensors, path, get_config("tiny"), dtype="float32"))
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:

@@ -3,7 +3,8 @@
 import json
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs PyTorch (pip install 'fbcnn-plugins[torch]')")
 
 from fbcnn_plugins.core.configs import create_network, get_config
 from fbcnn_plugins.core.weights import WeightsError, load_weights, save_weights

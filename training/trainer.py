@@ -270,7 +270,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.log = log
-        self.device = resolve_device(device or config.device)
+        self.device = resolve_device(device or config.device).torch()
         self.precision = (precision or config.precision).lower()
         if self.precision == "auto":
             # bf16 autocast pays on GPUs and on CPUs that compute bf16 in hardware (AVX-512-BF16,

@@ -17,13 +17,14 @@ import threading
 from typing import Callable, Sequence, Union
 
 import numpy as np
-import torch
 import vapoursynth as vs
 
 from fbcnn_plugins.core.catalog import default_model_entry
 from fbcnn_plugins.core.qf_temporal import HOLD_METHODS, hold_qf, is_scene_change, scene_window, thumbnail
 from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
+from fbcnn_plugins.core.threads import set_num_threads
+from fbcnn_plugins.core.torch_extra import torch_installed
 from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
 from .arguments import check_options, check_planes, check_yuv_mode
@@ -146,6 +147,8 @@ def _restore_rgb_or_gray(
     func = "fbcnn"
     fmt = clip.format
     gray = fmt.color_family == vs.GRAY
+    # Frames run side by side on VapourSynth's threads; the engine is built with that CPU budget.
+    set_num_threads(core_of(clip).num_threads)
     try:
         if model is None:  # the core's choice for footage: the video model where one is installed
             model = default_model_entry(gray, footage="video").name
@@ -161,8 +164,6 @@ def _restore_rgb_or_gray(
         raise vs.Error(f"{func}: model {loaded.name!r} cannot restore gray clips")
     if not gray and loaded.is_gray:
         raise vs.Error(f"{func}: model {loaded.name!r} is a gray model; the clip is RGB")
-    if restorer.device.type == "cpu":
-        torch.set_num_threads(max(1, core_of(clip).num_threads))
 
     engine = _FrameEngine(restorer, gray, fmt, clip.num_frames, qf_for_frame, qf_smoothing, batch_size, num_streams)
     reach = max(qf_smoothing[0], batch_size - 1)
@@ -185,7 +186,11 @@ def _precision_for(fmt: vs.VideoFormat, precision: str | None, device: str) -> s
     """Half-float clips run in fp16 when the device has fast fp16 (a GPU); fp32 on the CPU."""
     if precision is not None or not (fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16):
         return precision
-    return "fp16" if device != "cpu" and torch.cuda.is_available() else None
+    if device == "cpu" or not torch_installed():
+        return None
+    import torch
+
+    return "fp16" if torch.cuda.is_available() else None
 
 
 def _qf_source(qf: QFArgument, num_frames: int, func: str) -> QFSource | None:
@@ -259,19 +264,23 @@ class _FrameEngine:
         self.batch_results: collections.OrderedDict[int, tuple[np.ndarray, int, float | None]] = collections.OrderedDict()
         self.lock = threading.Lock()
         use_streams = restorer.device.type == "cuda" and num_streams > 1
-        self.streams = itertools.cycle([torch.cuda.Stream(restorer.device) for _ in range(num_streams)]) if use_streams else None
+        self.streams = None
+        if use_streams:
+            import torch
+
+            self.streams = itertools.cycle([torch.cuda.Stream(restorer.device.torch()) for _ in range(num_streams)])
         self.scale = None if fmt.sample_type == vs.FLOAT else float((1 << fmt.bits_per_sample) - 1)
         self.planes_dtype = np.uint8 if fmt.bits_per_sample == 8 and self.scale else (np.uint16 if self.scale else None)
 
     # -- pixels ------------------------------------------------------------
-    def to_tensor(self, frame: vs.VideoFrame) -> torch.Tensor:
+    def to_tensor(self, frame: vs.VideoFrame) -> np.ndarray:
         planes = np.stack([np.asarray(frame[p]) for p in range(frame.format.num_planes)])
         array = planes.astype(np.float32)
         if self.scale:
             array /= self.scale
         else:
             np.clip(array, 0.0, 1.0, out=array)  # keep out-of-range float input away from the network
-        return torch.from_numpy(array)[None]
+        return array[None]
 
     def write(self, frame: vs.VideoFrame, restored: np.ndarray) -> vs.VideoFrame:
         out = frame.copy()
@@ -284,12 +293,12 @@ class _FrameEngine:
             np.copyto(np.asarray(out[p]), plane)
         return out
 
-    def network_input(self, tensor: torch.Tensor) -> torch.Tensor:
+    def network_input(self, tensor: np.ndarray) -> np.ndarray:
         model = self.restorer.model_for(self.gray)
-        return tensor.repeat(1, 3, 1, 1) if tensor.shape[1] == 1 and model.in_channels == 3 else tensor
+        return np.repeat(tensor, 3, axis=1) if tensor.shape[1] == 1 and model.in_channels == 3 else tensor
 
-    def network_output(self, tensor: torch.Tensor, channels: int) -> np.ndarray:
-        array = tensor[0].numpy()
+    def network_output(self, tensor: np.ndarray, channels: int) -> np.ndarray:
+        array = tensor[0]
         return array.mean(axis=0, keepdims=True) if array.shape[0] != channels else array
 
     # -- QF --------------------------------------------------------------------
@@ -378,7 +387,7 @@ class _FrameEngine:
             info[k] = (qf, predicted)
             groups[qf].append(k)
         for qf, members in groups.items():
-            tensors = torch.cat([self.network_input(self.to_tensor(window[k])) for k in members])
+            tensors = np.concatenate([self.network_input(self.to_tensor(window[k])) for k in members])
             outputs = self.run_network(tensors, qf)
             for k, output in zip(members, outputs):
                 results[k] = (self.network_output(output[None], window[k].format.num_planes), *info[k])
@@ -390,21 +399,23 @@ class _FrameEngine:
                     self.batch_results.popitem(last=False)
         return results[n]
 
-    def run_network(self, tensors: torch.Tensor, qf: int) -> torch.Tensor:
+    def run_network(self, tensors: np.ndarray, qf: int) -> np.ndarray:
         """One network call (tiled for a single frame), on the next CUDA stream when several are in use."""
         if self.streams is None:
             return self._run(tensors, qf)
+        import torch
+
         stream = next(self.streams)
         with torch.cuda.stream(stream):
             out = self._run(tensors, qf)
         stream.synchronize()
         return out
 
-    def _run(self, tensors: torch.Tensor, qf: int) -> torch.Tensor:
+    def _run(self, tensors: np.ndarray, qf: int) -> np.ndarray:
         restorer = self.restorer
         if tensors.shape[0] == 1 or max(tensors.shape[-2:]) > restorer.tile:
             # Frames bigger than one tile are restored one by one through the core's tiling, so
             # batch_size never lifts the memory bound that the tile size sets.
-            return torch.cat([restorer.restore_tensor(t[None], qf, gray=self.gray)[0] for t in tensors])
+            return np.concatenate([restorer.restore_tensor(t[None], qf, gray=self.gray)[0] for t in tensors])
         _, network = restorer.prepared_network(self.gray)
-        return restorer.forward(network, restorer.to_device(tensors), qf).float().cpu()
+        return restorer.forward(network, tensors, qf)

@@ -31,7 +31,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=int, nargs="+", help="tile sizes to compare, multiples of 8 (default: 512)")
     parser.add_argument("--self-ensemble", action="store_true", help="measure with the 8-fold self-ensemble")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the best counts (default: 3)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch (default: PyTorch's own)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for the engine (default: the engine's own)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(run=run)
 
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         if qf not in ("auto", "predicted") and not isinstance(qf, int):
             raise ValueError(f"--qf must be a number or auto, got {args.qf!r}")
         device = resolve_device(args.device)
-        default_dtype = resolve_precision(None, device)
-        default = (resolve_backend("auto", device, default_dtype), precision_name(default_dtype))
+        default_precision = resolve_precision(None, device)
+        default = (resolve_backend("auto", device, default_precision), precision_name(default_precision))
         settings = settings_to_compare(device, args.backend, args.precision, default)
         for backend, precision in settings:
             resolve_backend(backend, device, resolve_precision(precision, device))
@@ -116,13 +116,15 @@ def settings_to_compare(device, backends: list[str] | None, precisions: list[str
     With neither option given: every engine usable here at every precision worth comparing.
     With only --precision: those precisions on the default engine.
     """
-    from fbcnn_plugins.core.openvino_backend import openvino_suits_this_machine
+    from fbcnn_plugins.core.openvino_backend import openvino_installed, openvino_suits_this_machine
+    from fbcnn_plugins.core.torch_extra import torch_installed
 
     if backends is None:
         if precisions is not None:
             backends = [default[0]]
         else:
-            backends = ["pytorch"] + (["openvino"] if device.type == "cpu" and openvino_suits_this_machine() else [])
+            openvino_here = device.type == "cpu" and (openvino_suits_this_machine() or default[0] == "openvino")
+            backends = (["pytorch"] if torch_installed() else []) + (["openvino"] if openvino_here else [])
     precisions = precisions or default_precisions(device)
     pairs = [(b, p) for b in backends for p in precisions if not (b == "openvino" and p == "fp16")]
     if not pairs:
@@ -133,11 +135,11 @@ def settings_to_compare(device, backends: list[str] | None, precisions: list[str
 def default_precisions(device) -> list[str]:
     """Every precision worth comparing here: on a CPU bf16 only where it has bf16 hardware (else
     PyTorch emulates it, many times slower than fp32); on a GPU fp16 and, where supported, bf16."""
-    import torch
-
     from fbcnn_plugins.core.device import cpu_has_native_bf16
 
     if device.type == "cuda":
+        import torch
+
         return ["fp32", "fp16", "bf16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]
     if device.type == "cpu" and cpu_has_native_bf16():
         return ["fp32", "bf16"]

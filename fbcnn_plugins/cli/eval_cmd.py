@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             "images": [str(p) for p in args.images], "count": len(images), "gray": args.gray,
             "model": None if restorer is None else restorer.model_for(args.gray).name, "qf_mode": args.qf_mode,
             "self_ensemble": args.self_ensemble, "seconds": seconds, "results": [r.to_dict() for r in results],
-            "precision": None if restorer is None else precision_name(restorer.dtype),
+            "precision": None if restorer is None else precision_name(restorer.precision),
             "backend": None if restorer is None else restorer.backend,
         }, indent=2))
         return 0

@@ -40,12 +40,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with stop_on_signals():
                 return int(args.run(args) or 0)
+        except (ModuleNotFoundError, RuntimeError) as error:
+            needed = _missing_torch(error)
+            if needed is None:
+                raise
+            print(f"fbcnn {args.command}: {needed}", file=sys.stderr)
+            return 2
         except Interrupted as stop:
             print(f"fbcnn {args.command}: stopped by {stop.name}", file=sys.stderr)
             return stop.exit_status
         except KeyboardInterrupt:
             print(f"fbcnn {args.command}: interrupted", file=sys.stderr)
             return 130
+
+
+def _missing_torch(error: BaseException) -> str | None:
+    """The message for a command that needs PyTorch where the install has none (the base install)."""
+    from fbcnn_plugins.core.torch_extra import TORCH_EXTRA, TorchMissing
+
+    if isinstance(error, TorchMissing):
+        return str(error)
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] == "torch":
+        return f"this command needs PyTorch, which this install does not have: {TORCH_EXTRA}"
+    return None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -16,6 +16,7 @@ Used by ``fbcnn bench`` (the registered models) and ``benchmarks/bench_core.py``
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -48,20 +49,19 @@ def measure(
     the part done, for configs too slow to restore a whole large image on a CPU.
     """
     import numpy as np
-    import torch
 
-    from fbcnn_plugins.core.device import precision_name
     from fbcnn_plugins.core.restorer import Restorer
+    from fbcnn_plugins.core.threads import set_num_threads
     from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
     if threads:
-        torch.set_num_threads(threads)
+        set_num_threads(threads)
     channels = 1 if gray else 3
     if config is not None:
         from fbcnn_plugins.core.configs import create_network, get_config
         from fbcnn_plugins.core.weights import LoadedModel
 
-        loaded: Any = LoadedModel(create_network(config, channels).eval(), f"random-{config}", get_config(config), channels)
+        loaded: Any = LoadedModel.from_network(create_network(config, channels).eval(), f"random-{config}", get_config(config))
     else:
         loaded = model
     restorer = Restorer(loaded, device=device, precision=precision, backend=backend,
@@ -79,7 +79,9 @@ def measure(
     if not stop_after_tiles:
         restorer.restore(image, qf=qf)
     if on_gpu:
-        torch.cuda.reset_peak_memory_stats(restorer.device)
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(restorer.device.torch())
     times, completed = [], True
     for _ in range(repeats):
         _synchronize(restorer.device)
@@ -93,19 +95,34 @@ def measure(
     best = min(times)
     done = 1.0 if completed else tiles["done"] / max(1, tiles["total"])
     if on_gpu:
-        peak, memory_kind = torch.cuda.max_memory_allocated(restorer.device) / 2**20, "GPU allocated"
+        peak, memory_kind = torch.cuda.max_memory_allocated(restorer.device.torch()) / 2**20, "GPU allocated"
     elif restorer.device.type == "mps":
         peak, memory_kind = peak_rss_mib(), "process RSS; Metal memory not counted"
     else:
         peak, memory_kind = peak_rss_mib(), "process RSS"
     return {
         "model": restorer.model_for(gray).name, "device": str(restorer.device),
-        "precision": precision_name(restorer.dtype), "backend": restorer.backend, "qf": qf,
+        "precision": restorer.precision, "backend": restorer.backend, "qf": qf,
         "size": f"{width}x{height}", "tile": restorer.tile, "self_ensemble": self_ensemble,
         "seconds": best, "mp_per_s": width * height * done / 1e6 / best, "completed": completed,
         "tiles": f"{tiles['done']}/{tiles['total']}", "peak_memory_mib": peak, "memory_kind": memory_kind,
-        "threads": torch.get_num_threads(),
+        "threads": threads_used(restorer.backend),
     }
+
+
+def threads_used(backend: str) -> int:
+    """The CPU threads the engine computes with: the budget set, else the engine's own default."""
+    from fbcnn_plugins.core.threads import num_threads
+
+    if num_threads() is not None:
+        return num_threads()
+    if backend == "pytorch":
+        import torch
+
+        return torch.get_num_threads()
+    import openvino as ov
+
+    return int(ov.Core().get_property("CPU", "INFERENCE_NUM_THREADS")) or (os.cpu_count() or 1)
 
 
 def peak_rss_mib() -> float | None:
@@ -130,10 +147,10 @@ def measure_in_child(**options: Any) -> dict[str, Any]:
 
 
 def _synchronize(device: Any) -> None:
-    import torch
-
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        import torch
+
+        torch.cuda.synchronize(device.torch())
 
 
 if __name__ == "__main__":

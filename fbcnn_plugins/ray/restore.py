@@ -108,12 +108,11 @@ class RestoreWorker:
             raise RuntimeError(f"fbcnn restore --ray: the folder {workdir} does not exist on this node; "
                                "every node needs the inputs and outputs under the same paths")
         os.chdir(workdir)
-        import torch
-
         from fbcnn_plugins.cli import restore_cmd
         from fbcnn_plugins.core.quality import parse_qf
+        from fbcnn_plugins.core.threads import set_num_threads
 
-        torch.set_num_threads(max(1, int(cpus)))
+        set_num_threads(max(1, int(cpus)))
         self.args = argparse.Namespace(**options)
         self.qf = parse_qf(self.args.qf)
         self.restorer = restore_cmd._make_restorer(self.args)
