@@ -3,7 +3,14 @@
 GIMP 3 loads ``<profile>/plug-ins/NAME/NAME.py`` (folder named like the
 file, executable).  Beside it we place the pipe protocol module and a JSON
 file naming this environment's interpreter, which the plug-in uses to start
-its worker, since GIMP's own Python cannot import torch.
+its worker: GIMP runs plug-ins with its own Python (bundled on Windows and macOS, the
+sandbox's in the Flatpak), which has neither numpy nor OpenVINO nor pip.
+
+Where the profile lives tells how GIMP runs there (:func:`describe_profile`): a native GIMP
+starts the worker directly; the Flatpak GIMP runs plug-ins inside its sandbox, from which the
+worker (a program of the host) is started through ``flatpak-spawn --host``, which needs the
+sandbox's permission to talk to Flatpak (``flatpak override --user
+--talk-name=org.freedesktop.Flatpak org.gimp.GIMP``, once); a Snap GIMP cannot start it.
 """
 
 from __future__ import annotations
@@ -55,13 +62,51 @@ def find_profiles(bases: list[Path]) -> list[Path]:
     return sorted(found, key=lambda p: (int(p.name.split(".")[1]), str(p)), reverse=True)
 
 
+#: The Flatpak GIMP's application id (Flathub's GIMP 3 builds).
+FLATPAK_APP = "org.gimp.GIMP"
+#: Run once on the host so the Flatpak GIMP may start programs outside its sandbox.
+FLATPAK_PERMISSION = f"flatpak override --user --talk-name=org.freedesktop.Flatpak {FLATPAK_APP}"
+
+
+@dataclass(frozen=True)
+class GimpPlatform:
+    """How a GIMP whose profile is at a given place runs the plug-in and can start the worker."""
+
+    kind: str  #: linux, flatpak, snap, windows or macos
+    plugin_python: str  #: the interpreter that runs the plug-in script (GIMP's, never ours)
+    launcher: tuple[str, ...]  #: what goes before the worker's command line ("" where it starts directly)
+    supported: bool
+    note: str
+
+
+def describe_profile(profile: Path, platform: str = sys.platform) -> GimpPlatform:
+    """What kind of GIMP a profile folder belongs to, by where it is (see the module's docstring)."""
+    parts = Path(profile).expanduser().parts
+    if platform.startswith("win"):
+        return GimpPlatform("windows", "the Python bundled with GIMP (lib/gimp/3.0/interpreters/pygimp.interp)",
+                            (), True, "GIMP starts the worker with this environment's python.exe")
+    if platform == "darwin":
+        return GimpPlatform("macos", "the Python inside GIMP.app", (), True,
+                            "GIMP starts the worker with this environment's python")
+    if any(parts[i : i + 3] == (".var", "app", FLATPAK_APP) for i in range(len(parts))):
+        return GimpPlatform("flatpak", "the Python of the Flatpak sandbox (GNOME runtime, no pip)",
+                            ("flatpak-spawn", "--host"), True,
+                            f"the worker runs on the host through flatpak-spawn; allow it once with: {FLATPAK_PERMISSION}")
+    if any(parts[i : i + 2] == ("snap", "gimp") for i in range(len(parts))):
+        return GimpPlatform("snap", "the Python of the Snap", (), False,
+                            "a strictly confined Snap cannot start programs outside it; use the Flatpak or a native GIMP")
+    return GimpPlatform("linux", "the system's python3 with PyGObject (#!/usr/bin/env python3)", (), True,
+                        "GIMP starts the worker with this environment's python")
+
+
 @dataclass
 class Installed:
     profile: Path
     folder: Path
+    platform: GimpPlatform | None = None
 
 
-def worker_settings(python: str) -> dict:
+def worker_settings(python: str, launcher: tuple[str, ...] = ()) -> dict:
     """What the plug-in needs to know before its worker is up: the interpreter, and what to offer.
 
     GIMP registers a procedure's choices once, so the models and the devices are listed here,
@@ -73,6 +118,7 @@ def worker_settings(python: str) -> dict:
     models = [entry for entry in registered_models() if entry.available]
     return {
         "python": python,
+        "launcher": list(launcher),
         "version": __version__,
         "models": [entry.name for entry in models],
         "gray_models": [entry.name for entry in models if entry.in_channels == 1],
@@ -97,8 +143,11 @@ def present_devices() -> list[str]:
     return devices
 
 
-def install_into(profile: Path, python: str = sys.executable) -> Installed:
+def install_into(profile: Path, python: str = sys.executable, platform: str = sys.platform) -> Installed:
     """Install (or update) the plug-in into one GIMP profile folder; the files appear atomically."""
+    where = describe_profile(profile, platform)
+    if not where.supported:
+        raise InstallError(f"{profile}: a {where.kind} GIMP: {where.note}")
     plug_ins = profile / "plug-ins"
     folder = plug_ins / PLUGIN_NAME
     staging = plug_ins / f".{PLUGIN_NAME}.tmp-{os.getpid()}"
@@ -110,7 +159,7 @@ def install_into(profile: Path, python: str = sys.executable) -> Installed:
         shutil.copyfile(PACKAGE_DIR / "gimp_plugin.py", script)
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         shutil.copyfile(PACKAGE_DIR / "protocol.py", staging / "fbcnn_protocol.py")
-        settings = json.dumps(worker_settings(python), indent=2)
+        settings = json.dumps(worker_settings(python, where.launcher), indent=2)
         (staging / "fbcnn-worker.json").write_text(settings + "\n", encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
@@ -118,7 +167,7 @@ def install_into(profile: Path, python: str = sys.executable) -> Installed:
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise InstallError(f"cannot install the plug-in into {plug_ins}: {error}") from error
-    return Installed(profile, folder)
+    return Installed(profile, folder, where)
 
 
 def uninstall_from(profile: Path) -> Path | None:

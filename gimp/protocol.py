@@ -159,9 +159,11 @@ def worker_command(settings_path: str) -> list[str]:
             f"cannot read {settings_path} ({error}); reinstall the plug-in with 'fbcnn install-gimp'"
         ) from error
     python = settings.get("python", "")
-    if not python or not os.path.exists(python):
+    # A prefix such as flatpak-spawn --host: the Python is then a path on the host, not in GIMP's sandbox.
+    launcher = [str(part) for part in settings.get("launcher") or []]
+    if not python or (not launcher and not os.path.exists(python)):
         raise WorkerGone(
             f"the fbcnn-plugins Python recorded in {settings_path} ({python or 'none'}) does not exist; "
             "reinstall the plug-in with 'fbcnn install-gimp' from the environment that has fbcnn-plugins"
         )
-    return [python, "-m", "fbcnn_plugins.gimp.worker"]
+    return [*launcher, python, "-m", "fbcnn_plugins.gimp.worker"]

@@ -270,9 +270,10 @@ def test_install_and_uninstall_through_the_cli(tmp_path, bundled_color_model):
     assert settings["python"] == sys.executable and "fbcnn-color-small" in settings["models"]
     # What the dialog offers is what this environment has: gray models marked, only present devices.
     assert "fbcnn-gray-small" in settings["gray_models"] and "fbcnn-color-small" not in settings["gray_models"]
-    import torch
+    from fbcnn_plugins.core.torch_extra import torch_installed
 
-    assert settings["devices"][0] == "cpu" and ("cuda" in settings["devices"]) == torch.cuda.is_available()
+    cuda = torch_installed() and __import__("torch").cuda.is_available()
+    assert settings["devices"][0] == "cpu" and ("cuda" in settings["devices"]) == cuda
     assert worker_command(str(folder / "fbcnn-worker.json"))[0] == sys.executable
     assert sorted(os.listdir(profile / "plug-ins")) == ["fbcnn-jpeg-artifacts"]  # no staging left behind
     assert main(["install-gimp", "--gimp-dir", str(profile)]) == 0  # reinstall replaces

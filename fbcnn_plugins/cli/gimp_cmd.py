@@ -23,14 +23,25 @@ def run_install(args: argparse.Namespace) -> int:
     from fbcnn_plugins.gimp.install import InstallError, install_into, target_profiles
 
     try:
-        for profile in target_profiles(args.gimp_dir):
-            done = install_into(profile)
-            print(f"installed {done.folder} (worker: {sys.executable})")
+        profiles = target_profiles(args.gimp_dir)
     except InstallError as error:
         print(f"fbcnn install-gimp: {error}", file=sys.stderr)
         return 1
-    print("restart GIMP; the filter is under Filters > Enhance > JPEG Artifacts Removal (FBCNN)")
-    return 0
+    status = 0
+    for profile in profiles:  # one profile that cannot take the plug-in (a Snap GIMP) does not stop the others
+        try:
+            done = install_into(profile)
+        except InstallError as error:
+            print(f"fbcnn install-gimp: {error}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"installed {done.folder} (worker: {sys.executable})")
+        if done.platform is not None:
+            print(f"  {done.platform.kind} GIMP: the plug-in runs under {done.platform.plugin_python}; "
+                  f"{done.platform.note}")
+    if status == 0:
+        print("restart GIMP; the filter is under Filters > Enhance > JPEG Artifacts Removal (FBCNN)")
+    return status
 
 
 def run_uninstall(args: argparse.Namespace) -> int:
