@@ -55,8 +55,8 @@ def test_normal_install_imports_from_the_wheel(wheel, tmp_path):
                    check=True, capture_output=True)
     code = (
         f"import sys; sys.path.insert(0, {str(target)!r}); "
-        "import fbcnn_plugins.core.network as n, fbcnn_plugins.training.trainer, fbcnn_plugins.vapoursynth; "
-        "print(n.__file__)"
+        "import fbcnn_plugins.core.restorer as r, fbcnn_plugins.training.chains, fbcnn_plugins.vapoursynth; "
+        "print(r.__file__)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert done.stdout.strip().startswith(str(target))
