@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fbcnn_plugins.core.catalog import load_model
-from fbcnn_plugins.core.device import precision_name, resolve_precision
+from fbcnn_plugins.core.device import precision_name, resolve_precision, torch_dtype
 
 
 def timings(passes: dict, runs: int) -> dict[str, float]:
@@ -42,8 +42,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     width, height = args.size
-    dtype = resolve_precision(args.precision, torch.device("cpu"))
-    network = load_model(None, gray=False).network.eval()
+    precision = resolve_precision(args.precision, "cpu")
+    dtype = torch_dtype(precision)
+    loaded = load_model(None, gray=False)
+    network = loaded.network.eval()
     x = torch.rand(1, 3, height, width)
     control = torch.full((1, 1), 0.8)
 
@@ -58,16 +60,16 @@ def main() -> None:
         from fbcnn_plugins.core.openvino_backend import OpenVINONetwork, openvino_unavailable
 
         if openvino_unavailable() is None:
-            ov = OpenVINONetwork(network.float(), dtype)
+            ov = OpenVINONetwork.from_model(loaded, precision)
+            x_np, control_np = x.numpy(), control.numpy()
             rows["openvino"] = timings({
-                "given QF": lambda: ov.restore(x, control),
-                "encode, pool, decode": lambda: ov.decode_tile(ov.encode_tile(x), control),
-                "QF graph alone (then given QF)": lambda: ov.quality_feature_sum(x),
-                "one-tile graph, QF predicted": lambda: ov.restore_predicted(x),
+                "given QF": lambda: ov.restore(x_np, control_np),
+                "QF graph alone (then given QF)": lambda: ov.quality_feature_sum(x_np),
+                "one-tile graph, QF predicted": lambda: ov.restore_predicted(x_np),
             }, args.runs)
     except ImportError:
         pass
-    print(f"{width}x{height} tile, {precision_name(dtype)}, median of {args.runs}, {torch.get_num_threads()} threads")
+    print(f"{width}x{height} tile, {precision_name(precision)}, median of {args.runs}, {torch.get_num_threads()} threads")
     for engine, seconds in rows.items():
         base = seconds["given QF"]
         for name, value in seconds.items():

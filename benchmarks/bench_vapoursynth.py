@@ -103,7 +103,7 @@ def measure(width: int, height: int, count: int, precision: str, qf: int | None,
         _ = frame.props["FBCNN_QF"]
     parallel_seconds = time.perf_counter() - started
     return {
-        "size": f"{width}x{height}", "precision": precision_name(restorer.dtype), "backend": restorer.backend,
+        "size": f"{width}x{height}", "precision": precision_name(restorer.precision), "backend": restorer.backend,
         "frames": count, "qf": "predicted" if qf is None else qf,
         "vs_fps": count / sum(vs_times), "vs_parallel_fps": count / parallel_seconds,
         "core_fps": count / sum(core_times), "overhead_pct": 100.0 * (float(np.median(ratios)) - 1.0),
