@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+pytest.importorskip("torch", reason="training needs PyTorch (pip install 'fbcnn-plugins[torch]')")
+
 from fbcnn_plugins.core.jpeg import jpeg_roundtrip
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.training.config import load_train_config
