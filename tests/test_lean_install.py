@@ -51,7 +51,6 @@ codes = {{
     "models": main(["models"]),
     "eval": main(["eval", "--images", "val", "--qf", "30", *device]),
     "bench": main(["bench", "--size", "64", "48", "--repeats", "1", "--backend", "openvino", *device]),
-    "install-gimp": main(["install-gimp", "--gimp-dir", "profile"]),
 }}
 restorer = Restorer(device="cpu")
 rng = np.random.default_rng(0)
@@ -70,8 +69,11 @@ import vapoursynth as vs
 from fbcnn_plugins.vapoursynth import fbcnn
 clip = vs.core.std.BlankClip(width=64, height=48, format=vs.RGBS, length=2, color=[0.4, 0.5, 0.6])
 frame = fbcnn(clip, device="cpu").get_frame(1)
+imported = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+# Last: where PyTorch is installed, install-gimp asks it which GPUs the dialog may offer.
+codes["install-gimp"] = main(["install-gimp", "--gimp-dir", "profile"])
 print(json.dumps({{"codes": codes, "shapes": shapes, "strength": strength, "vs_qf": frame.props["FBCNN_QF"],
-                  "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}}))
+                  "torch": imported[:5]}}))
 """
     done = run_python(code, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -18,7 +18,7 @@ from fbcnn_plugins.core.jpeg import double_jpeg, jpeg_roundtrip
 from fbcnn_plugins.core.metrics import psnr, psnr_b, ssim
 from fbcnn_plugins.core.restorer import Restorer
 
-from .data import list_images, load_training_image
+from .image_files import list_images, load_training_image
 
 QF_MODES = ("predicted", "given", "dominant")
 
