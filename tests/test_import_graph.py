@@ -225,3 +225,18 @@ def test_the_checks_catch_a_circle_and_a_private_import(tmp_path):
     assert found.targets == {"fbcnn_plugins.cli.restore_cmd", "fbcnn_plugins.ray.restore", "fbcnn_plugins.core.network"}
     assert found.private_uses == ["line 4: from fbcnn_plugins.core.network import _hidden",
                                   "line 5: commands._helper", "line 5: restore._worker_shape"]
+
+
+def test_every_module_lives_in_a_room_and_the_scripts_import_only_modules_that_exist(graph):
+    # fbcnn_plugins/ itself holds only its __init__: file formats in files/, batches in batch/, Ray in ray/,
+    # the command line in cli/, the degradation model in training/ (see README's layout table).
+    loose = sorted(name for name in graph if name.count(".") == 1 and name.rpartition(".")[2] not in
+                   {"batch", "cli", "files", "ray", "models", "core", "gimp", "vapoursynth", "training"})
+    assert loose == []
+    known = set(graph)
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        found = read_imports(f"benchmarks.{script.stem}", script, known)
+        assert found.targets <= known, (script.name, found.targets - known)
+        assert found.private_uses == [], script.name
+    assert {"fbcnn_plugins.training.chains"} <= read_imports(
+        "benchmarks.bench_chains", REPO / "benchmarks" / "bench_chains.py", known).targets
