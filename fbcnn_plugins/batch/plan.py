@@ -133,15 +133,17 @@ def plan_batch(
     ``is_output(path)`` tells whether a file found in a folder is an earlier run's output
     (default: our EXIF marker, read by ``fbcnn_plugins.files.images.is_restored_output``).
     """
+    if isinstance(patterns, (str, os.PathLike)):
+        raise TypeError("patterns: a list of files, folders or globs, not one string")
     check_suffix(suffix)
     output = None if output is None else Path(output)
     if output is not None and not output.is_dir() and output.suffix.lower() in OTHER_IMAGE_SUFFIXES:
         raise PlanError(f"-o {output}: cannot write {output.suffix} files; "
                         f"name a {', '.join(sorted(s.lstrip('.') for s in WRITE_FORMATS))} file or a folder")
-    if isinstance(patterns, (str, os.PathLike)):
-        raise TypeError("patterns: a list of files, folders or globs, not one string")
     found, unmatched = find_inputs([os.fspath(p) for p in patterns], recursive)
-    plan = Plan(skip_existing=skip_existing, missing=[{"input": p, "error": f"{p}: no such file or folder, or nothing matches"} for p in unmatched])
+    missing: list[FileRecord] = [{"input": p, "error": f"{p}: no such file or folder, or nothing matches"}
+                                 for p in unmatched]
+    plan = Plan(skip_existing=skip_existing, missing=missing)
     if single_output_file(output) and len(found) > 1:
         raise PlanError(f"{len(found)} inputs need -o to name a folder, not the file {output}")
     if is_output is None:
