@@ -129,32 +129,35 @@ def _settle(job: Job, claim: Claim, restorer: Restorer, options: RestoreOptions,
             progress: BatchProgress | None, records: list[FileRecord]) -> None:
     """Restore the claimed ``job`` and append its record (on a stop, only if its output was already in place)."""
     record: FileRecord = {"input": str(job.source), "output": str(job.target)}
-    with claim:
-        existed = job.target.exists()
-        if existed and options.skip_existing:
-            _note(records, progress, {**record, "skipped": WRITTEN_BY_ANOTHER_RUN})
-            return
-        if progress is not None:
-            progress.start(job.source)
-        started = time.perf_counter()
-        started_ns = time.time_ns()
-        try:
-            record.update(restore_file(job, restorer, options, progress=progress))
-            record["seconds"] = round(time.perf_counter() - started, 3)
-        except KeyboardInterrupt:
-            if _written_since(job.target, started_ns):  # the stop came after the output was in place
-                record["seconds"] = round(time.perf_counter() - started, 3)
-                records.append(record)
-            raise
-        except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
-            if options.skip_existing and not existed and job.target.exists():
-                # Written by a run that could not be kept out (no flock here): done work, not a failure.
-                # The seconds stay in the record: they were spent on work another run made redundant.
+    started = time.perf_counter()
+    started_ns = time.time_ns()
+    try:
+        with claim:  # released, and its file removed, however this ends
+            existed = job.target.exists()
+            if existed and options.skip_existing:
                 record["skipped"] = WRITTEN_BY_ANOTHER_RUN
-                record["seconds"] = round(time.perf_counter() - started, 3)
             else:
-                record["error"] = error_message(job, error)
-    _note(records, progress, record)
+                if progress is not None:
+                    progress.start(job.source)
+                try:
+                    record.update(restore_file(job, restorer, options, progress=progress))
+                except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch
+                    if options.skip_existing and not existed and job.target.exists():
+                        # Written by a run that could not be kept out (no flock here): done work, not a
+                        # failure; the seconds below are what this run spent on work made redundant.
+                        record["skipped"] = WRITTEN_BY_ANOTHER_RUN
+                    else:
+                        record["error"] = error_message(job, error)
+                if "error" not in record:
+                    record["seconds"] = round(time.perf_counter() - started, 3)
+            _note(records, progress, record)
+    except KeyboardInterrupt:
+        # A stop can land after the output is in place but before its record (or while the claim is
+        # released): the output is complete, so the file is reported as done.
+        if not any(kept is record for kept in records) and _written_since(job.target, started_ns):
+            record.setdefault("seconds", round(time.perf_counter() - started, 3))
+            records.append(record)
+        raise
 
 
 def _unclaimable(job: Job, error: OSError) -> FileRecord:
