@@ -105,6 +105,7 @@ def restore_job(job, folder, result):
         config.set_property(name, value)
     undo_before = image.undo_is_enabled()
     outcome = procedure.run(config)
+    result["dirty"] = image.is_dirty()
     result["status"] = outcome.index(0).value_nick if hasattr(outcome.index(0), "value_nick") else str(outcome.index(0))
     result["success"] = outcome.index(0) == Gimp.PDBStatusType.SUCCESS
     result["undo_enabled"] = undo_before
