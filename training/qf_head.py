@@ -43,7 +43,7 @@ from fbcnn_plugins.core.catalog import load_model
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.quality import qf_to_scalar, scalar_to_qf
 from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
-from fbcnn_plugins.training.chains import Degraded, double, rescaled, single, untouched
+from fbcnn_plugins.training.chains import Degraded, custom_tables, double, rescaled, sharpened, single, untouched
 
 from .data import list_images
 
@@ -64,16 +64,28 @@ class ChainDraw:
     make: Callable[[np.ndarray, int], Degraded]
 
 
-def draw_chain(rng: np.random.Generator) -> ChainDraw:
-    """A chain in proportion to how often people meet it (re-saved and resized photos weigh most)."""
-    family = rng.choice(["single", "single444", "aligned", "shifted", "resized", "clean"],
-                        p=[0.22, 0.1, 0.08, 0.12, 0.38, 0.1])
-    if family == "single":
+#: Chain families and how often each is drawn (re-saved and resized photos weigh most).  Gray
+#: photos have no colour subsampling, so their draws leave the 4:4:4 and 4:2:2 families out.
+FAMILIES = {"single": 0.2, "single444": 0.08, "single422": 0.05, "custom": 0.05, "sharpened": 0.07, "aligned": 0.07,
+            "shifted": 0.1, "resized": 0.3, "clean": 0.08}
+COLOR_ONLY_FAMILIES = ("single444", "single422")
+
+
+def draw_chain(rng: np.random.Generator, gray: bool = False) -> ChainDraw:
+    """A chain in proportion to how often people meet it (:data:`FAMILIES`)."""
+    names = [name for name in FAMILIES if not (gray and name in COLOR_ONLY_FAMILIES)]
+    weights = np.array([FAMILIES[name] for name in names])
+    family = str(rng.choice(names, p=weights / weights.sum()))
+    if family in ("single", "single444", "single422"):
         quality = int(rng.integers(5, 99))
-        return ChainDraw(family, (quality,), single(quality))
-    if family == "single444":
-        quality = int(rng.integers(5, 99))
-        return ChainDraw(family, (quality,), single(quality, 0))
+        subsampling = {"single": 2, "single444": 0, "single422": 1}[family]
+        return ChainDraw(family, (quality,), single(quality, subsampling))
+    if family == "custom":
+        quality = int(rng.integers(30, 98))
+        return ChainDraw(family, (quality,), custom_tables(quality))
+    if family == "sharpened":
+        quality, percent = int(rng.integers(75, 98)), int(rng.integers(30, 120))
+        return ChainDraw(family, (quality, percent), sharpened(quality, percent))
     if family in ("aligned", "shifted"):
         first, second = int(rng.integers(5, 70)), int(rng.integers(50, 99))
         shift = (0, 0) if family == "aligned" else tuple(int(v) for v in rng.integers(0, 8, size=2))
@@ -95,10 +107,16 @@ def random_region(image: np.ndarray, side: int, rng: np.random.Generator) -> np.
     return np.ascontiguousarray(image[top : top + side, left : left + side])
 
 
+def as_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """An 8-bit HxW (gray) or HxWxC image as the network's 1xCxHxW input in [0, 1]."""
+    planes = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    return torch.from_numpy(np.array(planes, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
+
+
 @torch.inference_mode()
 def pooled_features(network: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
     """The QF branch's pooled features of one image, as the restorer pools them for a small image."""
-    tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
+    tensor = as_tensor(pixels)
     feature_sum, count = network.quality_feature_sum(tensor)
     return (feature_sum[0] / count).numpy()
 
@@ -106,12 +124,12 @@ def pooled_features(network: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
 @torch.inference_mode()
 def psnr_curve(network: torch.nn.Module, case: Degraded, grid: Sequence[int] = QF_GRID) -> np.ndarray:
     """PSNR against the reference of the input restored at every QF of ``grid`` (one encoder pass)."""
-    tensor = torch.from_numpy(case.pixels).permute(2, 0, 1)[None].float() / 255.0
-    encoded = network.encode_tile(tensor)
+    encoded = network.encode_tile(as_tensor(case.pixels))
     values = []
     for quality in grid:
         control = torch.full((1, 1), qf_to_scalar(quality))
         restored = network.decode_tile(encoded, control)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        restored = restored[:, :, 0] if case.reference.ndim == 2 else restored
         values.append(psnr(case.reference, np.rint(restored * 255.0).astype(np.uint8)))
     return np.array(values, dtype=np.float32)
 
@@ -120,15 +138,16 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
             log: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict[str, np.ndarray]:
     """``count`` patches through random chains: pooled features, PSNR curves and what made them."""
     rng = np.random.default_rng(seed)
+    gray = model.is_gray
     network = model.network.float().eval()
     files = list_images(folders)
     features, curves, inputs, families, params, sizes = [], [], [], [], [], []
     start = time.perf_counter()
     for index in range(count):
-        chain = draw_chain(rng)
+        chain = draw_chain(rng, gray)
         side = int(rng.choice(sides))
         with Image.open(files[int(rng.integers(len(files)))]) as image:
-            clean = np.asarray(image.convert("RGB"))
+            clean = np.asarray(image.convert("L" if gray else "RGB"))
         scale = chain.params[1] if chain.family == "resized" else 1.0
         region = random_region(clean, int(round(side / scale)) + 16, rng)
         case = chain.make(region, side)
@@ -216,8 +235,8 @@ def predict(network: torch.nn.Module, features: np.ndarray) -> np.ndarray:
 def header_of(family: str, params: str) -> float:
     """The QF a chain's file header says (its last save), or NaN when it has none."""
     values = json.loads(params)
-    if family in ("single", "single444"):
-        return float(values[0])
+    if family in ("single", "single444", "single422", "custom", "sharpened"):
+        return float(values[0])  # custom tables: the libjpeg quality they were tilted from
     return float(values[1] if family in ("aligned", "shifted") else values[2]) if family != "clean" else float("nan")
 
 
@@ -242,9 +261,9 @@ def report(data: dict[str, np.ndarray], predicted: np.ndarray, rows: np.ndarray)
     return out
 
 
-def bundled_colour_model() -> LoadedModel:
-    """A fresh copy of the installed colour model (not the shared cached one: its head gets trained)."""
-    return load_weights(load_model(None, gray=False).source)
+def bundled_model(gray: bool = False) -> LoadedModel:
+    """A fresh copy of the installed colour or gray model (not the shared cached one: its head gets trained)."""
+    return load_weights(load_model(None, gray=gray).source)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -257,13 +276,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     gather.add_argument("--train-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "train")
     gather.add_argument("--threads", type=int, default=2)
     gather.add_argument("--sides", type=int, nargs="+", default=list(PATCH_SIDES), help="patch sides drawn from")
+    gather.add_argument("--gray", action="store_true", help="the bundled gray model, on gray patches")
     fit = sub.add_parser("fit", help="fit the QF head on collected patches and write the weights")
     fit.add_argument("--data", type=Path, nargs="+", required=True)
     fit.add_argument("--out", type=Path, required=True)
     fit.add_argument("--steps", type=int, default=3000)
     fit.add_argument("--holdout", type=float, default=0.2, help="share of patches kept out to report on")
+    fit.add_argument("--gray", action="store_true", help="fit the bundled gray model's head (on gray patches)")
     args = parser.parse_args(argv)
-    model = bundled_colour_model()
+    model = bundled_model(args.gray)
     if args.command == "collect":
         torch.set_num_threads(args.threads)
         data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides)
