@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 
 from fbcnn_plugins.core.catalog import load_model
+from fbcnn_plugins.core.qf_choice import HEAVIER_DAMAGE_MARGIN, STRENGTH_MARGIN
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.quality import qf_to_scalar, scalar_to_qf
 from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
@@ -135,13 +136,23 @@ def psnr_curve(network: torch.nn.Module, case: Degraded, grid: Sequence[int] = Q
 
 
 def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, sides: Sequence[int] = PATCH_SIDES,
-            log: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict[str, np.ndarray]:
-    """``count`` patches through random chains: pooled features, PSNR curves and what made them."""
+            log: Callable[[str], None] = lambda line: print(line, flush=True),
+            save: Callable[[dict[str, np.ndarray]], None] | None = None, save_every: int = 25) -> dict[str, np.ndarray]:
+    """``count`` patches through random chains: pooled features, PSNR curves and what made them.
+
+    ``save`` gets what is gathered so far every ``save_every`` patches, so a collection cut short
+    on a busy machine still leaves its patches."""
     rng = np.random.default_rng(seed)
     gray = model.is_gray
     network = model.network.float().eval()
     files = list_images(folders)
     features, curves, inputs, families, params, sizes = [], [], [], [], [], []
+
+    def gathered() -> dict[str, np.ndarray]:
+        return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
+                "family": np.array(families), "params": np.array(params), "side": np.array(sizes),
+                "grid": np.array(QF_GRID)}
+
     start = time.perf_counter()
     for index in range(count):
         chain = draw_chain(rng, gray)
@@ -159,11 +170,11 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
         families.append(chain.family)
         params.append(json.dumps(chain.params))
         sizes.append(min(case.pixels.shape[:2]))
-        if (index + 1) % 50 == 0:
+        if (index + 1) % save_every == 0:
             log(f"{index + 1}/{count} patches, {time.perf_counter() - start:.0f} s")
-    return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
-            "family": np.array(families), "params": np.array(params), "side": np.array(sizes),
-            "grid": np.array(QF_GRID)}
+            if save is not None:
+                save(gathered())
+    return gathered()
 
 
 def best_qf(curves: np.ndarray, grid: Sequence[int] = QF_GRID) -> np.ndarray:
@@ -232,6 +243,36 @@ def predict(network: torch.nn.Module, features: np.ndarray) -> np.ndarray:
     return np.array([scalar_to_qf(float(v)) for v in q])
 
 
+@torch.no_grad()
+def predict_quality(network: torch.nn.Module, features: np.ndarray) -> np.ndarray:
+    """The QF head's estimate (what ``auto`` calls the QF estimate) from the same pooled features."""
+    q = network.quality_from_features(torch.from_numpy(features).float())[:, 0].numpy()
+    return np.array([scalar_to_qf(float(v)) for v in q])
+
+
+def rule_three_report(data: dict[str, np.ndarray], strength: np.ndarray, quality: np.ndarray, rows: np.ndarray,
+                      strength_margin: float, quality_margin: float, high_save: float = 80, min_side: int = 64,
+                      ) -> dict[str, dict[str, float]]:
+    """What ``auto``'s rule 3 costs on the rows given, per chain family: among patches whose last save
+    was at least ``high_save`` (and at least ``min_side`` px), the mean PSNR lost (dB) against each
+    patch's best strength when restoring at the header, at the strength where it is ``strength_margin``
+    or more below the header (the strength alone), and there only when the QF estimate is also
+    ``quality_margin`` or more below it (both heads)."""
+    headers = np.array([header_of(f, p) for f, p in zip(data["family"], data["params"])])
+    rows = rows[(np.nan_to_num(headers[rows], nan=0.0) >= high_save) & (data["side"][rows] >= min_side)]
+    curves = torch.from_numpy(data["curves"][rows]).float()
+    header, strength, quality = headers[rows], strength[rows], quality[rows]
+    alone = np.where(header - strength >= strength_margin, strength, header)
+    both = np.where((header - strength >= strength_margin) & (header - quality >= quality_margin), strength, header)
+    lost = {name: regret(curves, torch.from_numpy(qfs).float()).numpy()
+            for name, qfs in (("header", header), ("strength_alone", alone), ("strength_and_qf_estimate", both))}
+    out = {}
+    for family in sorted(set(data["family"][rows])):
+        mask = data["family"][rows] == family
+        out[family] = {"patches": int(mask.sum()), **{f"{name}_db": float(v[mask].mean()) for name, v in lost.items()}}
+    return out
+
+
 def header_of(family: str, params: str) -> float:
     """The QF a chain's file header says (its last save), or NaN when it has none."""
     values = json.loads(params)
@@ -287,8 +328,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = bundled_model(args.gray)
     if args.command == "collect":
         torch.set_num_threads(args.threads)
-        data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides)
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides,
+                       save=lambda partial: np.savez_compressed(args.out, **partial))
         np.savez_compressed(args.out, **data)
         print(f"wrote {len(data['curves'])} patches to {args.out}")
         return
@@ -303,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     before = predict(network, data["features"])
     fit_head(network, data["features"][kept], data["curves"][kept], steps=args.steps)
     after = predict(network, data["features"])
-    summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held)}
+    summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held),
+               "rule_3_held_out": rule_three_report(data, after, predict_quality(network, data["features"]), held,
+                                                    STRENGTH_MARGIN, HEAVIER_DAMAGE_MARGIN)}
     print(json.dumps(summary, indent=1))
     # The held-out patches only measured the fit; the shipped head is fitted on all of them.
     network = copy.deepcopy(model.network).float()
@@ -331,6 +375,7 @@ def save_qf_head_weights(model: LoadedModel, network: torch.nn.Module, out: Path
         "patches": summary.get("patches"),
         "held_out": summary.get("held_out_after"),
         "held_out_before": summary.get("held_out_before"),
+        "rule_3_held_out": summary.get("rule_3_held_out"),
         "added_to_sha256": card.get("sha256"),
     }
     return save_weights(network, out, model.config, name=model.name, dtype=dtype, extra=extra)
