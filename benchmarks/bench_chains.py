@@ -13,6 +13,7 @@ images), with the QFs used, and ``auto`` minus the best fixed QF.
     python benchmarks/bench_chains.py --count 8 --side 256    # the tables in README.md and docs/qf-estimation.md
     python benchmarks/bench_chains.py --modes gray --chains "x -> JPEG"   # the gray resize chains only
     python benchmarks/bench_chains.py --count 8 --side 384 --json chains.json
+    python benchmarks/bench_chains.py --tables-from chains.json   # the tables again, also of a run cut short
     python benchmarks/bench_chains.py --images ../shared/data/train/urban36 --count 4   # tuning images
 
 Photos are cropped at their centre to ``--side`` (resized chains crop the source so that
@@ -33,7 +34,9 @@ import numpy as np
 from PIL import Image
 
 from fbcnn_plugins.core.restorer import Restorer
-from fbcnn_plugins.training.chains import markdown_table, photo_chains, run_chain, screenshot, screenshot_chains
+from fbcnn_plugins.training.chains import (
+    Chain, ChainResult, Outcome, markdown_table, photo_chains, run_chain, screenshot, screenshot_chains,
+)
 
 VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "val"
 
@@ -51,6 +54,19 @@ def pick_images(folder: Path, count: int, gray: bool = False) -> list[tuple[str,
     return images
 
 
+def tables_from_json(path: Path) -> str:
+    """The tables of a run from its ``--json`` file (also of a run cut short: the chains it finished)."""
+    by_mode: dict[str, list[ChainResult]] = {}
+    for record in json.loads(path.read_text()):
+        outcomes = []
+        for values in record["outcomes"]:
+            values = dict(values, psnr_at={int(qf): value for qf, value in values["psnr_at"].items()})
+            outcomes.append(Outcome(**values))
+        chain = Chain(record["chain"], make=None, clean=record["clean"])
+        by_mode.setdefault(record.get("mode", "color"), []).append(ChainResult(chain, outcomes))
+    return "\n\n".join(f"{mode}:\n\n{markdown_table(results)}" for mode, results in by_mode.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=VAL, help="folder of clean PNG photos (default: ../shared/data/val)")
@@ -62,7 +78,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write every image's evidence and PSNR per QF here")
     parser.add_argument("--modes", nargs="+", choices=["color", "gray"], default=["color", "gray"],
                         help="colour photos with the colour model, gray photos with the gray model, or both")
+    parser.add_argument("--tables-from", type=Path, help="only print the tables of an earlier run's --json file")
     args = parser.parse_args()
+    if args.tables_from:
+        print(tables_from_json(args.tables_from))
+        return
 
     restorer = Restorer(device="cpu")
     records, tables = [], []

@@ -35,8 +35,11 @@ degradation chains, never on the validation images the benchmark reports):
    too small for FBCNN-D: unless it sees heavy damage), the image was most likely never
    compressed (a PNG, an icon, a thumbnail) and is left as it was (``clean``, see
    :func:`restore_auto`); else the network's strength estimate (its QF prediction for models
-   without a strength head).  A header with an encoder's own tables counts as no header (its
-   closest libjpeg QF need not match the damage), and the reason says so.
+   without a strength head).  A header with an encoder's own tables is not trusted as a QF (its
+   closest libjpeg QF need not match the damage) but says the file is a JPEG: without a
+   trusted grid, the network's QF estimate (a single save's damage) is used, unless the
+   tables are as fine as libjpeg's QF 95 or more (then the clean test above decides); the
+   reason says which.
 
 :func:`decide_qf` returns the decision with its evidence and a sentence saying why;
 :func:`choose_qf` is the same as a :class:`~fbcnn_plugins.core.quality.QFEstimate`.
@@ -293,6 +296,12 @@ def decide(
                     "FBCNN-D finds no JPEG grid" if dominant.quality is None else
                     f"FBCNN-D's grid (QF {dominant.quality}, depth {dominant.depth or 0:.2f}) is too shallow "
                     f"to be told from texture at {width}x{height}")
+    if custom_header is not None and custom_header.value < UNTRUSTED_GRID_QF:
+        return QFDecision(clamp_qf(predicted), "predicted", (
+            f"{no_header}; {why_not_grid}: the file is a JPEG all the same, most likely one save by a camera or "
+            f"editor, whose damage the network's QF estimate reads ({predicted:.1f})"), **facts)
+    never = ("never compressed" if custom_header is None else
+             f"compressed too lightly to restore (tables as fine as libjpeg's QF {custom_header.value})")
     if edges is not None and edges.drawn:
         return QFDecision(CLEAN_QF, "clean", (
             f"{no_header}, {why_not_grid}, and {edges.share:.0%} of the pixel pairs around its strong "
@@ -303,13 +312,11 @@ def decide(
             return QFDecision(CLEAN_QF, "clean", (
                 f"{no_header} and {why_not_grid}; at {width}x{height} the network's prediction "
                 f"(QF {predicted:.1f}) cannot tell mild compression from none and is not low enough to "
-                f"justify smearing: treated as {'compressed too lightly to restore' if custom_header else 'never compressed'} "
-                f"and left as it is"), **facts)
+                f"justify smearing: treated as {never} and left as it is"), **facts)
     elif predicted >= CLEAN_PREDICTION:
         return QFDecision(CLEAN_QF, "clean", (
             f"{no_header}, {why_not_grid}, and the network sees little damage (QF {predicted:.1f}): "
-            f"treated as {'compressed too lightly to restore' if custom_header else 'never compressed'} "
-            f"and left as it is"), **facts)
+            f"treated as {never} and left as it is"), **facts)
     if strength is not None:
         return QFDecision(clamp_qf(strength), "predicted", (
             f"{no_header} and {why_not_grid}: the network's strength estimate (its QF estimate: "

@@ -86,12 +86,18 @@ def test_custom_tables_are_named_with_their_closest_qf_and_why_they_were_not_tru
     assert "no JPEG header" not in chosen.reason
     assert all(words in chosen.reason for words in ("non-standard tables", "closest libjpeg QF 91", "not trusted",
                                                      "grid at QF 72"))
-    # With nothing measurable, the words say the pixels were judged, and that the file was compressed.
-    clean = decide(93.0, 256, 256, dominant=grid(None, None), custom_header=CUSTOM)
+    # Without a trusted grid the file is still a JPEG: never "clean", restored at the QF estimate.
+    for evidence in (dict(dominant=grid(None, None)), dict(dominant=grid(91, 0.41)), {}):
+        chosen = decide(91.5, 256, 256, custom_header=CUSTOM, strength=60.0, **evidence)
+        assert (chosen.qf, chosen.source) == (92, "predicted"), evidence
+        assert "non-standard tables" in chosen.reason and "QF estimate reads (91.5)" in chosen.reason
+        assert "no JPEG header" not in chosen.reason and "never compressed" not in chosen.reason
+    # Tables as fine as libjpeg's QF 95 or more (a camera's): the clean test decides, in those words.
+    fine = QFEstimate(99, CUSTOM_TABLES, reason="closest libjpeg QF 99, 0.0 off per table entry")
+    clean = decide(93.0, 256, 256, dominant=grid(None, None), custom_header=fine)
     assert clean.source == "clean" and "non-standard tables" in clean.reason
-    assert "compressed too lightly to restore" in clean.reason and "never compressed" not in clean.reason
-    strength = decide(60.0, 256, 256, custom_header=CUSTOM, strength=44.0)
-    assert (strength.qf, strength.source) == (44, "predicted") and "non-standard tables" in strength.reason
+    assert "compressed too lightly to restore (tables as fine as libjpeg's QF 99)" in clean.reason
+    assert decide(60.0, 256, 256, dominant=grid(None, None), custom_header=fine, strength=44.0).qf == 44
 
 
 def test_drawn_content_names_the_share_of_exact_edges():
