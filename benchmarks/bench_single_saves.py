@@ -83,7 +83,8 @@ def main() -> None:
                             "dominant": decision.dominant, "depth": decision.dominant_depth,
                             "auto_minus_header_db": delta, "reason": decision.reason})
         worst = int(np.argmin(deltas))
-        print(f"| {quality} | {np.mean(deltas):+.3f} | {deltas[worst]:+.2f} ({files[worst].stem}) | "
+        which = f" ({files[worst].parent.name}/{files[worst].stem})" if deltas[worst] else ""
+        print(f"| {quality} | {np.mean(deltas):+.3f} | {deltas[worst]:+.2f}{which} | "
               f"{others} of {len(files)} | {min(used)}-{max(used)} |", flush=True)
         if args.json:
             args.json.write_text(json.dumps(records, indent=1))
