@@ -62,7 +62,7 @@ from .restorer import RestoreResult, Restorer
 #: libjpeg quality, said in words but not restored at (see :func:`decide`).
 CUSTOM_TABLES = "custom-tables"
 #: Below this side (either side) the network's estimates mean nothing: they were fitted and checked on
-#: images of 16 px and more (a 1-px strip of noise reads QF 22).  Such an image is left as it is unless
+#: images of 16 px and more (1-px strips of noise read QF 22-35).  Such an image is left as it is unless
 #: its file says it was compressed.
 MIN_PREDICTION_SIDE = 16
 #: Below this side FBCNN-D is not run: a 47-px image has at most 25 blocks on a shifted grid,
