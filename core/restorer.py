@@ -129,17 +129,16 @@ class Restorer:
         mean = self.pooled_quality_features(np.asarray(image, dtype=np.float32), network)
         return scalar_to_qf(float(network.quality_from_features(mean).reshape(-1)[0]))
 
-    def predict_strength(self, image: torch.Tensor, network: torch.nn.Module) -> float:
-        """The control that should restore a whole CPU image (1,C,H,W) best, as a QF.
+    def predict_strength(self, image: np.ndarray, network: Engine) -> float:
+        """The control that should restore a whole image (1,C,H,W) best, as a QF.
 
         The strength head's estimate where the model has one (it was fitted to the strengths that
         measured best on the damage the model is for: JPEG chains for the photo model, codec
         frames for the video model); the QF head's for models without one.
         """
-        mean = self.pooled_quality_features(image, network)
-        if getattr(network, "has_strength_head", False):
-            return scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
-        return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+        mean = self.pooled_quality_features(np.asarray(image, dtype=np.float32), network)
+        head = network.strength_from_features if network.has_strength_head else network.quality_from_features
+        return scalar_to_qf(float(np.asarray(head(mean)).reshape(-1)[0]))
 
     def predict_qf(self, image: np.ndarray) -> float:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
