@@ -5,7 +5,7 @@
 
 ``preview`` starts the worker as the plug-in does on every run, times its first
 preview request for a 512x512 view (576x576 read with its context), split into
-the stages the worker reports (loading PyTorch, loading the model, the rest is
+the stages the worker reports (loading the engine, loading the model, the rest is
 the restoration), then three more QFs with the model loaded: what the dialog
 waits for after a change, less the few milliseconds GIMP takes to read the view
 and draw it.

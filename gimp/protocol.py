@@ -106,7 +106,7 @@ class WorkerClient:
         """Sends one request and waits for its answer.
 
         ``progress`` gets the fraction done of a restoration; ``stage`` what the worker is busy
-        with when that takes long and has no fraction (loading PyTorch, loading the model).
+        with when that takes long and has no fraction (loading the engine, loading the model).
         """
         assert self._process.stdin is not None and self._process.stdout is not None
         try:

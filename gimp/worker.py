@@ -77,8 +77,8 @@ class Worker:
     def restorer(self, header: dict[str, Any], send=None):
         """The restorer the request asks for, built on first use (``send`` tells the client what loads)."""
         announce = send or (lambda message: None)
-        if "torch" not in sys.modules:  # the first request of a run: seconds of imports, worth saying
-            announce({"kind": "progress", "stage": "loading PyTorch"})
+        if "fbcnn_plugins.core.restorer" not in sys.modules:  # the first request of a run: seconds of imports
+            announce({"kind": "progress", "stage": "loading the engine"})
         from fbcnn_plugins.core.restorer import Restorer
         from fbcnn_plugins.core.tiling import DEFAULT_TILE
 

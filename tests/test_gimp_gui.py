@@ -4,7 +4,7 @@ Each session opens a JPEG in the full GIMP under Xvfb (tests/gimp_gui.py) and ru
 as a user would: OK once the preview is shown (then one Ctrl+Z, which must leave the image
 clean: one undo step), Re-Show + OK then Cancel in the status bar while the image is restored,
 and rounds of three cheaper runs: Cancel in the dialog at once, Re-Show + Escape, and Cancel
-once the dialog shows the header's QF (the worker is then loading PyTorch for the preview).
+once the dialog shows the header's QF (the worker is then loading the engine for the preview).
 Every run starts a new plug-in and worker, and the two that restore load PyTorch, which takes
 minutes on a busy 2-core machine; the rounds are what makes the count.  After
 every run the plug-in and its worker must have exited, GIMP must have printed no fault line

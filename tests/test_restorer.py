@@ -185,3 +185,17 @@ def test_self_ensemble_averages_the_orientations_and_beats_one_pass(bundled_colo
     expected = np.clip(np.rint(np.stack(outputs).mean(0)[0].transpose(1, 2, 0) * 255), 0, 255)
     assert np.abs(averaged.astype(float) - expected).max() <= 1
     assert psnr(clean, averaged) > psnr(clean, one_pass.restore(degraded, qf=15).image)
+
+
+@pytest.mark.parametrize("with_head", [True, False])
+def test_predict_strength_reads_the_strength_head_where_the_model_has_one(
+    bundled_color_model, tiny_color_model, jpeg_rgb, with_head
+):
+    """The VapourSynth filter's per-frame control: the strength head's value, else the QF head's."""
+    restorer = Restorer(bundled_color_model if with_head else tiny_color_model, device="cpu")
+    quality, strength = restorer.predict_qf_and_strength(jpeg_rgb)
+    assert (strength is not None) == with_head
+    _, network = restorer.prepared_network(False)
+    image = (jpeg_rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+    expected = strength if with_head else quality
+    assert restorer.predict_strength(image, network) == pytest.approx(expected, abs=1e-3)
