@@ -269,7 +269,8 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=N
         progress.stage("writing", frames[0].shape)
     job.target.parent.mkdir(parents=True, exist_ok=True)
     image_files.write_frames(job.target, restored, durations=image.durations, loop=image.info.get("loop", 0),
-                             icc_profile=image.icc_profile, exif=image.exif, overwrite=args.overwrite)
+                             icc_profile=image.icc_profile, exif=image.exif, overwrite=args.overwrite,
+                             metadata=image.metadata, notes=notes)
     remove_stale_temporaries(job.target)
     record = {"qf": used.value, "qf_source": used.source, "qf_predicted": used.predicted,
               "size": [int(frames[0].shape[1]), int(frames[0].shape[0])]}
@@ -285,17 +286,20 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=N
 def remove_stale_temporaries(target: Path, *, older_than_s: float = 60.0) -> list[Path]:
     """Delete the temporary files a killed earlier write of ``target`` left beside it (none of ours is open now).
 
-    Only files older than ``older_than_s`` go, so that another process writing the same
-    output at this moment keeps its temporary file.
+    A file goes when no process holds its write lock (its writer was killed), or, where the
+    file system has no such locks, when it is older than ``older_than_s``: another process
+    writing the same output at this moment keeps its temporary file.
     """
     import glob
+
+    from fbcnn_plugins.core.atomic import abandoned
 
     removed = []
     now = time.time()
     pattern = f".{glob.escape(target.stem)}.*.part{glob.escape(target.suffix)}"
     for stale in target.parent.glob(pattern):
         try:
-            if now - stale.stat().st_mtime > older_than_s:
+            if now - stale.stat().st_mtime > older_than_s or abandoned(stale):
                 stale.unlink()
                 removed.append(stale)
         except OSError:  # gone already, or not ours to remove: it is ignored by every run anyway
