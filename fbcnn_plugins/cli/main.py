@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -39,13 +40,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             with stop_on_signals():
-                return int(args.run(args) or 0)
+                status = int(args.run(args) or 0)
+                sys.stdout.flush()
+                return status
+        except BrokenPipeError:  # the reader went away (``fbcnn models --json | head``): not an error of ours
+            _silence_stdout()
+            return 141  # 128 + SIGPIPE, as a shell reports a command stopped by a closed pipe
         except Interrupted as stop:
             print(f"fbcnn {args.command}: stopped by {stop.name}", file=sys.stderr)
             return stop.exit_status
         except KeyboardInterrupt:
             print(f"fbcnn {args.command}: interrupted", file=sys.stderr)
             return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush does not fail on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by something without a descriptor (tests)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
