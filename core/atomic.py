@@ -37,7 +37,7 @@ def atomic_target(path: str | os.PathLike[str], *, replace: bool = True) -> Iter
         # and again while the output takes its place: Ctrl-C at the wrong instant would otherwise
         # leave a .part file that nothing removes.
         with held():
-            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=f".part{path.suffix}")
             tmp = Path(name)
         _lock(fd)  # held until the end: see abandoned()
         yield tmp
@@ -69,6 +69,33 @@ def _claim(tmp: Path, path: Path) -> None:
         if path.exists():
             raise FileExistsError(errno.EEXIST, "file exists", str(path)) from None
         os.replace(tmp, path)
+
+
+#: Bytes of a file name where the file system does not say (ext4, XFS, Btrfs, tmpfs: 255).
+DEFAULT_NAME_MAX = 255
+#: What mkstemp adds between the prefix and the suffix.
+RANDOM_PART = 8
+
+
+def name_limit(folder: Path) -> int:
+    """The longest file name (in bytes) the file system under ``folder`` (or its nearest existing parent) holds."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return int(os.pathconf(existing, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return DEFAULT_NAME_MAX
+
+
+def temporary_prefix(path: Path) -> str:
+    """".STEM." for the temporary file beside ``path``, STEM cut so that the whole temporary name fits the
+    file system whenever ``path``'s own name does (the temporary name is longer by its random part)."""
+    room = name_limit(path.parent) - len(os.fsencode(f"...part{path.suffix}")) - RANDOM_PART
+    stem = path.stem
+    while stem and len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return f".{stem}."
 
 
 def _sync(path: Path) -> None:

@@ -70,8 +70,14 @@ def test_existing_output_is_kept_without_overwrite(photos, capsys):
     code, _, err = run_cli("restore", photos / "p0.jpg", capsys=capsys)
     assert code == 1 and "--overwrite" in err and str(target) in err
     assert target.read_bytes() == b"precious"
-    code, _, _ = run_cli("restore", photos / "p0.jpg", "--overwrite", capsys=capsys)
-    assert code == 0 and Image.open(target).format == "PNG"
+    code, _, err = run_cli("restore", photos / "p0.jpg", "--overwrite", capsys=capsys)
+    assert code == 1 and "not written by fbcnn-plugins" in err  # --overwrite replaces earlier outputs only
+    assert target.read_bytes() == b"precious"
+    target.unlink()
+    assert run_cli("restore", photos / "p0.jpg", capsys=capsys)[0] == 0
+    earlier = target.read_bytes()
+    code, _, _ = run_cli("restore", photos / "p0.jpg", "--overwrite", "--qf", 50, capsys=capsys)
+    assert code == 0 and Image.open(target).format == "PNG" and target.read_bytes() != earlier
 
 
 def test_input_is_never_replaced(photos, capsys):

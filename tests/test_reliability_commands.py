@@ -222,3 +222,42 @@ def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
     os.close(writer)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+# -- items 6, 7, 10 and 11 of fbcnn restore's planning ------------------------------------------------------
+
+def test_an_output_name_longer_than_the_file_system_allows_is_an_error_before_any_work(tmp_path, capsys):
+    long_input = jpeg(tmp_path / ("a" * 248 + ".jpg"))  # legal; its output "a..._fbcnn.png" (258 bytes) is not
+    short_input = jpeg(tmp_path / "b.jpg", seed=1)
+    code, _, err = run_cli("restore", long_input, short_input, "--qf", 30, capsys=capsys)
+    assert code == 1 and "longer than the 255" in err and str(long_input) in err
+    assert (tmp_path / "b_fbcnn.png").exists()  # the other file is still done
+
+
+def test_an_output_name_at_the_limit_is_written_with_a_shorter_temporary_name(tmp_path, capsys):
+    source = jpeg(tmp_path / ("c" * 245 + ".jpg"))  # output: 245 + "_fbcnn.png" = 255 bytes exactly
+    code, _, err = run_cli("restore", source, "--qf", 30, capsys=capsys)
+    assert code == 0, err
+    assert (tmp_path / ("c" * 245 + "_fbcnn.png")).exists()
+    assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
+
+
+def test_overwrite_replaces_only_files_this_project_wrote(tmp_path, capsys):
+    jpeg(tmp_path / "a.jpg")
+    original = natural_image(48, 64, seed=3)
+    Image.fromarray(original).save(tmp_path / "a.png")  # the user's own original, not an output
+    before = (tmp_path / "a.png").read_bytes()
+    code, _, err = run_cli("restore", tmp_path, "--suffix", "", "--overwrite", "--qf", 30, capsys=capsys)
+    assert code == 1 and "not written by fbcnn-plugins" in err
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_a_recursive_glob_through_links_to_parent_folders_ends(tmp_path):
+    folder = tmp_path / "shots" / "day"
+    folder.mkdir(parents=True)
+    jpeg(folder / "a.jpg")
+    for name in ("up", "up2", "up3"):  # each a way back up: glob.glob would walk these without end
+        os.symlink("../" * (1 + len(name) % 2), folder / name)
+    done = run_child("restore", "shots/**/*.jpg", "--recursive", "--qf", "30", cwd=tmp_path, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert (folder / "a_fbcnn.png").exists()

@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     except PlanError as error:
         print(f"fbcnn restore: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a name or path the file system refuses (too long, a loop of links)
+        print(f"fbcnn restore: {error.filename or ''}{': ' if error.filename else ''}{error.strerror or error}",
+              file=sys.stderr)
+        return 2
     results: list[dict[str, Any]] = list(plan.missing)
     for record in plan.missing:
         print(f"error: {record['error']}", file=sys.stderr)
@@ -231,6 +235,9 @@ def _restore_one(job: Job, restorer, qf, args: argparse.Namespace, *, progress=N
     if job.target.exists() and not args.overwrite:
         raise image_files.ImageFileError(f"{job.target}: output exists (use --overwrite to replace it, "
                                          "or --skip-existing to leave it)")
+    if job.target.exists() and not image_files.is_restored_output(job.target):
+        raise image_files.ImageFileError(f"{job.target}: exists and was not written by fbcnn-plugins; --overwrite "
+                                         "replaces only earlier outputs (move it, or choose another -o or --suffix)")
     if job.source.suffix.lower() == XCF_SUFFIX:
         return _restore_xcf(job, restorer, qf, args.overwrite)
     fmt = image_files.output_format(job.target)  # reject an unwritable extension before spending time on the image
@@ -292,11 +299,11 @@ def remove_stale_temporaries(target: Path, *, older_than_s: float = 60.0) -> lis
     """
     import glob
 
-    from fbcnn_plugins.core.atomic import abandoned
+    from fbcnn_plugins.core.atomic import abandoned, temporary_prefix
 
     removed = []
     now = time.time()
-    pattern = f".{glob.escape(target.stem)}.*.part{glob.escape(target.suffix)}"
+    pattern = f"{glob.escape(temporary_prefix(target))}*.part{glob.escape(target.suffix)}"
     for stale in target.parent.glob(pattern):
         try:
             if now - stale.stat().st_mtime > older_than_s or abandoned(stale):
