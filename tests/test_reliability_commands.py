@@ -131,14 +131,19 @@ def test_train_with_a_missing_invalid_or_special_config_is_a_message(tmp_path, c
     assert code == 2 and "not a regular file" in err
 
 
+def bad_image_folder(folder: Path, kind: str, side: int) -> Path:
+    """A folder holding one a.png: a PNG cut after its signature ("corrupt"), or a side x side photo ("tiny")."""
+    folder.mkdir()
+    if kind == "corrupt":
+        (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    else:
+        Image.fromarray(natural_image(side, side)).save(folder / "a.png")
+    return folder
+
+
 def test_train_on_corrupt_or_tiny_images_is_a_message(tmp_path, capsys):
     for kind in ("corrupt", "tiny"):
-        folder = tmp_path / kind
-        folder.mkdir()
-        if kind == "corrupt":
-            (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-        else:
-            Image.fromarray(natural_image(8, 8)).save(folder / "a.png")
+        folder = bad_image_folder(tmp_path / kind, kind, 8)
         config = tmp_path / f"{kind}.toml"
         config.write_text(f'name = "t"\n[model]\nnetwork = "tiny"\n[data]\ntrain_dirs = ["{folder}"]\n'
                           f'[validation]\nval_dirs = ["{folder}"]\n[run]\nworkers = 0\n')
@@ -205,12 +210,7 @@ def test_eval_scales_sixteen_bit_gray_instead_of_clipping_it(tmp_path):
 
 def test_eval_on_corrupt_or_tiny_images_is_a_message(tmp_path, capsys):
     for kind in ("corrupt", "tiny"):
-        folder = tmp_path / kind
-        folder.mkdir()
-        if kind == "corrupt":
-            (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-        else:
-            Image.fromarray(natural_image(6, 6)).save(folder / "a.png")
+        folder = bad_image_folder(tmp_path / kind, kind, 6)
         code, _, err = run_cli("eval", "--images", folder, "--qf", 30, "--jpeg-only", capsys=capsys)
         assert code == 2 and "a.png" in err, err
 

@@ -20,6 +20,7 @@ import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -390,29 +391,13 @@ def output_format(path: str | os.PathLike[str]) -> str:
         raise ImageFileError(f"{path}: cannot write {suffix or 'files without an extension'}; use one of {', '.join(sorted(WRITE_FORMATS))}") from None
 
 
-def write_image(
-    path: str | os.PathLike[str],
-    pixels: np.ndarray,
-    *,
-    icc_profile: bytes | None = None,
-    exif: bytes | None = None,
-    quality: int = 95,
-    overwrite: bool = True,
-    mark: bool = True,
-    metadata: dict | None = None,
-    notes: list[str] | None = None,
-) -> Path:
-    """Write atomically in the format the extension names; 16-bit survives in PNG/TIFF, float in TIFF.
+def write_image(path: str | os.PathLike[str], pixels: np.ndarray, **options: Any) -> Path:
+    """Write one image atomically in the format the extension names; ``options`` as for :func:`write_frames`.
 
-    Float samples written to PNG become 16-bit (PNG has no float); see :func:`depth_change`.
-    With ``overwrite=False`` an existing file at ``path`` (even one that appeared while the
-    image was being restored) is left alone and the write fails.  ``mark`` names this program
-    in the EXIF Software tag (in a BMP, in its header's reserved fields), which is how a later
-    run recognises the file as an output.  What the format cannot hold of ``metadata`` (see
-    :attr:`ImageFile.metadata`) and of the EXIF is appended to ``notes``.
+    16-bit survives in PNG/TIFF, float in TIFF; float samples written to PNG become 16-bit
+    (PNG has no float), see :func:`depth_change`.
     """
-    return write_frames(path, [pixels], icc_profile=icc_profile, exif=exif, quality=quality,
-                        overwrite=overwrite, mark=mark, metadata=metadata, notes=notes)
+    return write_frames(path, [pixels], **options)
 
 
 def write_frames(
@@ -433,6 +418,11 @@ def write_frames(
 
     The file is encoded in memory first and then written, flushed to the disk and its size
     checked before it takes its name: a full disk fails the write and leaves the old file.
+    With ``overwrite=False`` an existing file at ``path`` (even one that appeared while the
+    image was being restored) is left alone and the write fails.  ``mark`` names this program
+    in the EXIF Software tag (in a BMP, in its header's reserved fields), which is how a later
+    run recognises the file as an output.  What the format cannot hold of ``metadata`` (see
+    :attr:`ImageFile.metadata`) and of the EXIF is appended to ``notes``.
     """
     path = Path(path)
     fmt = output_format(path)
