@@ -139,11 +139,13 @@ def test_an_xcf_tile_pointer_past_the_end_and_a_damaged_zlib_trailer_are_refused
     good = xcf_file(tmp_path / "good.xcf")
     image = read_xcf(good)
     assert np.array_equal(read_layer_pixels(image, image.layers[0]), natural_image(64, 64))
-    tile = bytearray(zlib.compress(natural_image(64, 64).tobytes()))
-    tile[-1] ^= 0xFF  # the adler32 checksum at the end of the stream
-    damaged = read_xcf(xcf_file(tmp_path / "damaged.xcf", tile_data=bytes(tile)))
-    with pytest.raises(ImageFileError, match="zlib"):
-        read_layer_pixels(damaged, damaged.layers[0])
+    tile = zlib.compress(natural_image(64, 64).tobytes())
+    damaged = bytearray(tile)
+    damaged[-1] ^= 0xFF  # the adler32 checksum at the end of the stream
+    for name, data in (("damaged.xcf", bytes(damaged)), ("cut.xcf", tile[:-4])):  # checksum wrong, or cut off
+        image = read_xcf(xcf_file(tmp_path / name, tile_data=data))
+        with pytest.raises(ImageFileError, match="zlib"):
+            read_layer_pixels(image, image.layers[0])
 
 
 # -- item 4: every output format is recognised as an output ---------------------------------------
