@@ -167,7 +167,7 @@ class FBCNN(nn.Module):
 
     def predict_quality(self, x: torch.Tensor) -> torch.Tensor:
         """The QF branch alone: q = 1 - QF/100 for each image, shape (N, 1)."""
-        x = _pad_to_multiple(x)
+        x = pad_to_multiple(x)
         return self.qf_pred(self.encode(x)[-1])
 
     def quality_feature_sum(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -177,7 +177,7 @@ class FBCNN(nn.Module):
         gives the whole image's pooled features, so a large image's QF can be
         predicted tile by tile with bounded memory.
         """
-        features = self.qf_pred[: self.blocks](self.encode(_pad_to_multiple(x))[-1])
+        features = self.qf_pred[: self.blocks](self.encode(pad_to_multiple(x))[-1])
         return features.sum(dim=(2, 3)), features.shape[2] * features.shape[3]
 
     def quality_from_features(self, mean_features: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ class FBCNN(nn.Module):
         the features (of this tile, or of several), and the decoder runs on the same features.
         """
         height, width = x.shape[-2:]
-        features = self.encode(_pad_to_multiple(x))
+        features = self.encode(pad_to_multiple(x))
         quality = self.qf_pred[: self.blocks](features[-1])
         count = quality.shape[2] * quality.shape[3]
         return EncodedTile(features, quality.sum(dim=(2, 3)).float(), count, height, width)
@@ -226,7 +226,7 @@ class FBCNN(nn.Module):
         share of the work (about a ninth of the convolutions).
         """
         height, width = x.shape[-2:]
-        return self.decode(self.encode(_pad_to_multiple(x)), control)[..., :height, :width]
+        return self.decode(self.encode(pad_to_multiple(x)), control)[..., :height, :width]
 
     def decode(self, features: tuple[torch.Tensor, ...], control: torch.Tensor) -> torch.Tensor:
         """The decoder on :meth:`encode`'s outputs, driven by the quality scalar ``control`` (N, 1)."""
@@ -257,7 +257,7 @@ class FBCNN(nn.Module):
         (N, 1) fixes it, and a function maps the prediction to it (training mixes in labels).
         """
         height, width = x.shape[-2:]
-        features = self.encode(_pad_to_multiple(x))
+        features = self.encode(pad_to_multiple(x))
         predicted = self.qf_pred(features[-1])
         if qf is None:
             control = predicted
@@ -268,7 +268,12 @@ class FBCNN(nn.Module):
         return self.decode(features, control)[..., :height, :width], predicted
 
 
-def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
+def pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
+    """``x`` padded at the bottom and right (edge pixels repeated) to a multiple of SIZE_MULTIPLE.
+
+    The network halves the image three times; every engine (PyTorch here, OpenVINO in
+    openvino_backend) pads the same way so that their outputs agree.
+    """
     height, width = x.shape[-2:]
     pad_bottom = -height % SIZE_MULTIPLE
     pad_right = -width % SIZE_MULTIPLE

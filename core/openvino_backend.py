@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .network import FBCNN, EncodedTile, _pad_to_multiple
+from .network import FBCNN, EncodedTile, pad_to_multiple
 
 #: Graph variants: the restoration at a given QF; a whole image restored at its own rounded
 #: predicted QF in one pass; the encoder and QF branch alone, giving the pooled features; and
@@ -268,7 +268,7 @@ class OpenVINONetwork:
     # -- the methods the Restorer calls on a network ------------------------------
     def restore(self, x: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        (y,) = self._infer("restore", [_pad_to_multiple(x.float()).numpy(), control.float().numpy()])
+        (y,) = self._infer("restore", [pad_to_multiple(x.float()).numpy(), control.float().numpy()])
         return torch.from_numpy(y)[..., :height, :width]
 
     def restore_predicted(self, x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
@@ -278,12 +278,12 @@ class OpenVINONetwork:
         inside one graph, so predicting costs only the QF branch.
         """
         height, width = x.shape[-2:]
-        y, predicted, used = self._infer("blind", [_pad_to_multiple(x.float()).numpy()])
+        y, predicted, used = self._infer("blind", [pad_to_multiple(x.float()).numpy()])
         return torch.from_numpy(y)[..., :height, :width], (1.0 - float(predicted[0, 0])) * 100.0, int(used[0, 0])
 
     def encode_tile(self, x: torch.Tensor) -> EncodedTile:
         height, width = x.shape[-2:]
-        padded = _pad_to_multiple(x.float())
+        padded = pad_to_multiple(x.float())
         # A request of its own: its output tensors hold the features until decode_tile reads them in place.
         request = self._compiled["encode"].create_infer_request()
         request.infer([np.ascontiguousarray(padded.numpy())])
@@ -308,7 +308,7 @@ class OpenVINONetwork:
     separate_quality_pass = True
 
     def quality_feature_sum(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        padded = _pad_to_multiple(x.float())
+        padded = pad_to_multiple(x.float())
         (quality_sum,) = self._infer("quality", [padded.numpy()])
         return torch.from_numpy(quality_sum), (padded.shape[-2] // 8) * (padded.shape[-1] // 8)
 

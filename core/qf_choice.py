@@ -1,6 +1,6 @@
 """The ``auto`` QF: one rule that weighs every piece of evidence, used by every front end.
 
-Three witnesses can say how damaged an image is, and each is wrong in its own way:
+Four witnesses can say how damaged an image is, and each is wrong in its own way:
 
 * the **header** of the JPEG file the pixels came from is exact about the *last* save, and
   blind to everything before it (a photo compressed hard, resized and saved again at QF 90
@@ -10,8 +10,11 @@ Three witnesses can say how damaged an image is, and each is wrong in its own wa
   shift between two saves), but on few blocks the texture of a clean image can pass for a
   grid: its ``depth`` (how far the grid's error at its QF sits below the other grids') and
   the image size say how far to trust it;
-* the **network's prediction** sees the damage itself, whatever made it, but only as one
-  smooth guess that lands between the qualities of a chain.
+* the **network's QF estimate** sees the damage itself, whatever made it, but only as one
+  smooth guess that lands between the qualities of a chain (and near the last save's QF);
+* the network's **strength estimate** (a head fitted to the control that restores real
+  degradation chains best) sees an earlier compression under a resize and a second save, and
+  misreads some single JPEGs' content as damage.
 
 The rule, in order (the thresholds below were set on the training images and on generated
 degradation chains, never on the validation images the benchmark reports):
@@ -21,18 +24,22 @@ degradation chains, never on the validation images the benchmark reports):
 2. Else the header, else a trusted FBCNN-D grid (``header`` / ``dominant``); a header of a
    file with full-resolution colour (4:4:4) is mapped to the somewhat higher strength such
    files call for (:data:`FULL_CHROMA_STRENGTH`) ...
-3. ... unless the network sees far heavier damage than a high last save: an earlier
-   compression whose grid a resize or edit removed; then the network's strength estimate (the
-   bundled colour model's strength head, fitted to the control that restores such chains best),
-   or, for models without one, the QF prediction pushed further down by how far it sits below
-   the last save (``predicted``).
-4. No header and no trusted grid: if the image's strong edges sit between exactly flat
+3. ... unless the network sees far heavier damage than a high last save (both its strength
+   and its QF estimate well under it): an earlier compression whose grid a resize or edit
+   removed; then the strength estimate, or, for models without a strength head, the QF
+   estimate pushed further down by how far it sits below the last save (``predicted``).
+4. No header and no trusted grid: an image thinner than 16 px is left as it was (no estimate
+   means anything there); if the image's strong edges sit between exactly flat
    colours (drawn content: a screenshot, UI, line art; see
    :mod:`~fbcnn_plugins.core.drawn_content`), or the network sees little damage (on images
    too small for FBCNN-D: unless it sees heavy damage), the image was most likely never
    compressed (a PNG, an icon, a thumbnail) and is left as it was (``clean``, see
    :func:`restore_auto`); else the network's strength estimate (its QF prediction for models
-   without a strength head).
+   without a strength head).  A header with an encoder's own tables is not trusted as a QF (its
+   closest libjpeg QF need not match the damage) but says the file is a JPEG: without a
+   trusted grid, the network's QF estimate (a single save's damage) is used, unless the
+   tables are as fine as libjpeg's QF 95 or more (then the clean test above decides); the
+   reason says which.
 
 :func:`decide_qf` returns the decision with its evidence and a sentence saying why;
 :func:`choose_qf` is the same as a :class:`~fbcnn_plugins.core.quality.QFEstimate`.
@@ -52,6 +59,13 @@ from .quality import QF_MAX, QFEstimate, clamp_qf
 from .pixels import plain_array
 from .restorer import RestoreResult, Restorer
 
+#: The source of a header estimate from non-standard (an encoder's own) tables: its QF is only the closest
+#: libjpeg quality, said in words but not restored at (see :func:`decide`).
+CUSTOM_TABLES = "custom-tables"
+#: Below this side (either side) the network's estimates mean nothing: they were fitted and checked on
+#: images of 16 px and more (1-px strips of noise read QF 22-35).  Such an image is left as it is unless
+#: its file says it was compressed.
+MIN_PREDICTION_SIDE = 16
 #: Below this side FBCNN-D is not run: a 47-px image has at most 25 blocks on a shifted grid,
 #: and clean 24-47 px crops showed "grids" as deep as real ones.
 MIN_DOMINANT_SIDE = 48
@@ -79,14 +93,14 @@ HEAVIER_DAMAGE_MIN_SIDE = 64
 #: save; it is then used as it is.  On out-of-fold training patches (64-256 px, last save at QF >= 80),
 #: over margins of 10 / 15 / 20 / 30 single JPEGs lost 0.17 / 0.16 / 0.15 / 0.14 dB against each
 #: patch's best strength and resized, re-saved photos 0.19 / 0.21 / 0.24 / 0.29 (the header alone:
-#: 0.10 and 0.74); 15 balances the two.  The price: a single JPEG whose content the strength head
-#: misreads by more than that is restored too strongly (scikit-image's astronaut saved at QF 90
-#: reads 65 and loses 1 dB against the header's QF).
+#: 0.10 and 0.74); 15 balances the two.  The strength head alone misreads some single JPEGs by more
+#: than that (scikit-image's astronaut saved at QF 90 reads 65), so the QF estimate must also sit
+#: :data:`HEAVIER_DAMAGE_MARGIN` under the last save (see :func:`heavier_damage`).
 STRENGTH_MARGIN = 15.0
-#: Models without a strength head (the gray model, third-party weights) fall back on the QF
-#: prediction: rule 3 then applies when it sits this many QF steps under the last save, but not more
-#: than :data:`HEAVIER_DAMAGE_MAX_GAP`.  On 128-px training crops (12 images) a single JPEG at QF 80,
-#: 90 or 95 left the prediction at most 1.8 under the header, while a JPEG at QF 10-20 resized by
+#: The QF estimate must sit this many QF steps under the last save for rule 3; models without a
+#: strength head (the bundled gray model, third-party weights) go by it alone, up to
+#: :data:`HEAVIER_DAMAGE_MAX_GAP`.  On 128-px training crops (12 images) a single JPEG at QF 80, 90
+#: or 95 left the prediction at most 1.8 under the header, while a JPEG at QF 10-20 resized by
 #: 0.6-0.9 and saved at 90/95 left it 4-17 under (an upscale, up to 22); a far larger gap is content
 #: the network misreads (flat colours, text: 45 on a screenshot), whose file says otherwise.
 HEAVIER_DAMAGE_MARGIN = 3.5
@@ -140,7 +154,11 @@ class QFDecision:
 
 
 def header_estimate(path: str | os.PathLike[str] | None, height: int, width: int) -> QFEstimate | None:
-    """The header QF of ``path`` when it is a JPEG of this size written with standard tables."""
+    """What the header of ``path`` says, when it is a JPEG of this size.
+
+    Standard (libjpeg) tables give an exact QF (source ``header``); an encoder's own tables only
+    the closest libjpeg QF (source :data:`CUSTOM_TABLES`, the reason saying how far off they are),
+    which ``auto`` reports but does not restore at."""
     if not path or not os.path.isfile(path):
         return None
     try:
@@ -150,8 +168,11 @@ def header_estimate(path: str | os.PathLike[str] | None, height: int, width: int
         found = header_quality(path)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
-    if found is None or not found.exact:
+    if found is None:
         return None
+    if not found.exact:
+        return QFEstimate(found.quality, CUSTOM_TABLES, chroma=found.chroma,
+                          reason=f"closest libjpeg QF {found.quality}, {found.error:.1f} off per table entry")
     return QFEstimate(found.quality, "header", chroma=found.chroma)
 
 
@@ -218,8 +239,13 @@ def decide(
     edges: EdgeEvidence | None = None,
     header_chroma: str | None = None,
     strength: float | None = None,
+    custom_header: QFEstimate | None = None,
 ) -> QFDecision:
-    """The ``auto`` rule (see the module docstring) on evidence already gathered."""
+    """The ``auto`` rule (see the module docstring) on evidence already gathered.
+
+    ``header`` is the QF of a file with libjpeg's tables; ``custom_header`` the closest QF of a
+    file with an encoder's own tables (see :func:`header_estimate`), reported but not restored at
+    unless nothing else can be measured."""
     trusted = trusted_grid(dominant, height, width)
     facts = dict(
         exact_edge_share=None if edges is None else edges.share, strength=strength,
@@ -232,6 +258,9 @@ def decide(
     )
     grid = None if trusted is None else trusted.quality
     depth = "" if trusted is None else f"depth {trusted.depth:.2f}"
+    no_header = "no JPEG header" if custom_header is None else (
+        f"a JPEG header with non-standard tables ({custom_header.reason or f'closest libjpeg QF {custom_header.value}'}), "
+        f"not trusted as a QF: an encoder's own tables can damage more or less than libjpeg's at that QF")
     if grid is not None and header is not None and grid <= header - OVERRULE_MARGIN:
         base, source, basis = grid, "dominant", f"FBCNN-D's QF {grid}"
         reason = (f"the pixels keep the 8x8 grid of an earlier, stronger compression (QF {grid}, "
@@ -244,61 +273,90 @@ def decide(
     elif grid is not None:
         base, source, basis = grid, "dominant", f"FBCNN-D's QF {grid}"
         kind = "a non-aligned double JPEG's first" if trusted.double_compressed else "a JPEG"
-        reason = f"the pixels carry {kind} 8x8 grid at QF {grid} ({depth}, shift {trusted.shift})"
+        reason = f"{no_header}; the pixels carry {kind} 8x8 grid at QF {grid} ({depth}, shift {trusted.shift})"
     else:
         base = None
     if base is not None:
-        heavier = heavier_damage(base, basis, predicted, strength, height, width)
+        heavier, reason = heavier_damage(base, basis, reason, predicted, strength, height, width)
         if heavier is not None:
-            qf, reason = heavier
-            return QFDecision(qf, "predicted", reason, **facts)
+            return QFDecision(heavier, "predicted", reason, **facts)
         if source == "header" and header_chroma == "4:4:4":
             mapped = header_strength_full_chroma(base)
             reason += (f"; the file keeps full-resolution colour (4:4:4), which QF {base} damages less than "
                        f"the 4:2:0 files the network learnt from, so QF {mapped}")
             base = mapped
         return QFDecision(base, source, reason, **facts)
+    if min(height, width) < MIN_PREDICTION_SIDE:
+        if custom_header is not None:
+            return QFDecision(custom_header.value, "header", (
+                f"{no_header}; at {width}x{height} neither FBCNN-D nor the network can measure the damage, "
+                f"so the tables' closest QF {custom_header.value} is the only evidence there is"), **facts)
+        return QFDecision(CLEAN_QF, "clean", (
+            f"no JPEG header, and at {width}x{height} the image is thinner than the {MIN_PREDICTION_SIDE} px the "
+            f"network's estimates were checked on (its QF estimate {predicted:.1f} means nothing here): nothing says "
+            f"it was compressed, so it is left as it is"), **facts)
     why_not_grid = ("the image is too small for FBCNN-D" if dominant is None else
                     "FBCNN-D finds no JPEG grid" if dominant.quality is None else
                     f"FBCNN-D's grid (QF {dominant.quality}, depth {dominant.depth or 0:.2f}) is too shallow "
                     f"to be told from texture at {width}x{height}")
+    if custom_header is not None and custom_header.value < UNTRUSTED_GRID_QF:
+        return QFDecision(clamp_qf(predicted), "predicted", (
+            f"{no_header}; {why_not_grid}: the file is a JPEG all the same, most likely one save by a camera or "
+            f"editor, whose damage the network's QF estimate reads ({predicted:.1f})"), **facts)
+    never = ("never compressed" if custom_header is None else
+             f"compressed too lightly to restore (tables as fine as libjpeg's QF {custom_header.value})")
     if edges is not None and edges.drawn:
         return QFDecision(CLEAN_QF, "clean", (
-            f"no JPEG header, {why_not_grid}, and {edges.share:.0%} of the pixel pairs around its strong "
+            f"{no_header}, {why_not_grid}, and {edges.share:.0%} of the pixel pairs around its strong "
             f"edges are exactly equal, which no JPEG decoder leaves: drawn content (a screenshot, line art) "
             f"never compressed, left as it is"), **facts)
     if min(height, width) < MIN_DOMINANT_SIDE:
         if predicted >= TINY_CLEAN_PREDICTION:
             return QFDecision(CLEAN_QF, "clean", (
-                f"no JPEG header and {why_not_grid}; at {width}x{height} the network's prediction "
+                f"{no_header} and {why_not_grid}; at {width}x{height} the network's prediction "
                 f"(QF {predicted:.1f}) cannot tell mild compression from none and is not low enough to "
-                f"justify smearing: treated as never compressed and left as it is"), **facts)
+                f"justify smearing: treated as {never} and left as it is"), **facts)
     elif predicted >= CLEAN_PREDICTION:
         return QFDecision(CLEAN_QF, "clean", (
-            f"no JPEG header, {why_not_grid}, and the network sees little damage (QF {predicted:.1f}): "
-            f"treated as never compressed and left as it is"), **facts)
+            f"{no_header}, {why_not_grid}, and the network sees little damage (QF {predicted:.1f}): "
+            f"treated as {never} and left as it is"), **facts)
     if strength is not None:
         return QFDecision(clamp_qf(strength), "predicted", (
-            f"no JPEG header and {why_not_grid}: the network's strength estimate (its QF estimate: "
+            f"{no_header} and {why_not_grid}: the network's strength estimate (its QF estimate: "
             f"{predicted:.1f})"), **facts)
     return QFDecision(clamp_qf(predicted), "predicted",
-                      f"no JPEG header and {why_not_grid}: the network's prediction", **facts)
+                      f"{no_header} and {why_not_grid}: the network's prediction", **facts)
 
 
-def heavier_damage(base: int, basis: str, predicted: float, strength: float | None,
-                   height: int, width: int) -> tuple[int, str] | None:
-    """Rule 3: the QF and reason when the network sees far heavier damage than a high last save, else None."""
+def heavier_damage(base: int, basis: str, reason: str, predicted: float, strength: float | None,
+                   height: int, width: int) -> tuple[int | None, str]:
+    """Rule 3: the QF and reason when the network sees far heavier damage than a high last save;
+    else None and ``reason`` (with a word on why a low strength reading was not followed).
+
+    Two of the network's witnesses must agree that there was a save before the last one: the
+    strength head reads at least :data:`STRENGTH_MARGIN` below ``base``, *and* the QF head, which
+    on a plain single JPEG lands within a step or two of its QF, reads at least
+    :data:`HEAVIER_DAMAGE_MARGIN` below it.  The strength head alone misreads some single JPEGs'
+    content as damage (scikit-image's astronaut saved at QF 90 reads 65), while a single save
+    leaves the QF estimate within 1.8 of its QF (training crops at QF 80-95) and a resize between
+    two saves takes it 4 or more below.
+    """
     if base < HIGH_LAST_SAVE or min(height, width) < HEAVIER_DAMAGE_MIN_SIDE:
-        return None
+        return None, reason
+    gap = base - predicted
     if strength is not None:
         if base - strength < STRENGTH_MARGIN:
-            return None
+            return None, reason
+        if gap < HEAVIER_DAMAGE_MARGIN:
+            return None, (
+                f"{reason}; the strength head reads heavier damage (QF {strength:.1f}), but the QF estimate "
+                f"({predicted:.1f}) is where a single save at QF {base} leaves it, "
+                f"so nothing else points to an earlier save")
         return clamp_qf(strength), (
-            f"the network sees far heavier damage (strength QF {strength:.1f}) than {basis}: a high last "
-            f"save over an earlier compression whose grid is gone (resized or edited)")
-    gap = base - predicted
+            f"the network sees far heavier damage (strength QF {strength:.1f}, QF estimate {predicted:.1f}) than "
+            f"{basis}: a high last save over an earlier compression whose grid is gone (resized or edited)")
     if not HEAVIER_DAMAGE_MARGIN <= gap <= HEAVIER_DAMAGE_MAX_GAP:
-        return None
+        return None, reason
     return clamp_qf(max(EXTRAPOLATION_FLOOR, predicted - EXTRAPOLATION * gap)), (
         f"the network sees heavier damage (QF {predicted:.1f}) than {basis}: a high last save over an "
         f"earlier compression whose grid is gone (resized or edited), so the QF goes {EXTRAPOLATION:g}x the "
@@ -325,9 +383,12 @@ def decide_on(
     height, width = image.shape[:2]
     if min(height, width) < MIN_DOMINANT_SIDE:
         dominant = None
+    custom = header if isinstance(header, QFEstimate) and header.source == CUSTOM_TABLES else None
+    if custom is not None:
+        header = None
     return decide(predicted, height, width,
                   header=header.value if isinstance(header, QFEstimate) else header,
-                  header_chroma=header.chroma if isinstance(header, QFEstimate) else None,
+                  header_chroma=header.chroma if isinstance(header, QFEstimate) else None, custom_header=custom,
                   dominant=dominant, edges=exact_edge_share(eight_bit_color(image)), strength=strength)
 
 

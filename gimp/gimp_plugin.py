@@ -13,6 +13,7 @@
 # first, then the check of the pixels), and the preview is restored without
 # blocking the controls.
 
+import gc
 import json
 import os
 import sys
@@ -51,6 +52,10 @@ SOURCES = {
 PREVIEW_DELAY = 150
 #: Rows read at a time for the estimate; the dialog handles its events between strips.
 ESTIMATE_STRIP = 256
+#: Lines of text the status under the preview has room for, whatever it says.
+STATUS_LINES = 4
+#: Milliseconds after the final estimate's arrival at which the test hook saves the screen.
+ESTIMATE_WATCH = (50, 150, 300, 600, 1000)
 
 
 def _settings():
@@ -100,13 +105,12 @@ def _read(drawable, rect):
     return bytes(data), fmt, channels
 
 
-def _write(drawable, rect, fmt, data):
+def _write_shadow(drawable, rect, fmt, data):
+    """Puts the restored pixels in the drawable's shadow buffer; merge_shadow applies them (with the selection)."""
     x, y, w, h = rect
     shadow = drawable.get_shadow_buffer()
     shadow.set(Gegl.Rectangle.new(x, y, w, h), fmt, data)
     shadow.flush()
-    drawable.merge_shadow(True)
-    drawable.update(x, y, w, h)
 
 
 def _jpeg_path(image):
@@ -168,8 +172,9 @@ class BackgroundWorker:
 
     Requests run one at a time in the order given, except previews: a preview goes ahead
     of the requests waiting, and a newer one replaces one still waiting, so after a slider
-    is dragged only the last position is restored.  Results come back on GIMP's main loop (``GLib.idle_add``), the only place
-    GIMP and GTK may be called from.
+    is dragged only the last position is restored.  Results come back on GIMP's main loop
+    (``GLib.idle_add``), the only place GIMP and GTK may be called from; once the dialog is
+    closed nothing more is posted there, so no callback can reach libgimp after the run.
     """
 
     def __init__(self, command):
@@ -177,13 +182,14 @@ class BackgroundWorker:
         self._jobs = []
         self._wake = threading.Condition()
         self._stopping = False
+        self._killed = False
         self.client = None
         self.error = None
         self._thread = threading.Thread(target=self._serve, name="fbcnn-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, kind, header, payload, on_result, on_error):
-        job = (kind, header, payload, on_result, on_error)
+    def submit(self, kind, header, payload, on_result, on_error, on_stage=None):
+        job = (kind, header, payload, on_result, on_error, on_stage)
         with self._wake:
             if kind == "preview":  # the one thing the user is looking at goes first
                 self._jobs = [job, *(queued for queued in self._jobs if queued[0] != "preview")]
@@ -191,42 +197,65 @@ class BackgroundWorker:
                 self._jobs.append(job)
             self._wake.notify()
 
+    def _post(self, callback, *args):
+        with self._wake:
+            if not self._stopping and callback is not None:
+                GLib.idle_add(callback, *args)
+
     def _serve(self):
         try:
-            self.client = WorkerClient(self._command)
+            client = WorkerClient(self._command)
         except WorkerGone as error:
             self.error = error
+        else:
+            with self._wake:
+                self.client = client
+                if self._stopping and self._killed:
+                    client.kill()
         while True:
             with self._wake:
                 while not self._jobs and not self._stopping:
                     self._wake.wait()
                 if self._stopping:
                     return
-                _, header, payload, on_result, on_error = self._jobs.pop(0)
+                _, header, payload, on_result, on_error, on_stage = self._jobs.pop(0)
             if self.error is not None:
-                GLib.idle_add(on_error, self.error)
+                self._post(on_error, self.error)
                 continue
             try:
-                reply, data = self.client.request(header, payload)
+                reply, data = self.client.request(header, payload,
+                                                  stage=lambda text: self._post(on_stage, text))
             except (WorkerGone, WorkerError) as error:
                 if isinstance(error, WorkerGone):
                     self.error = error
-                GLib.idle_add(on_error, error)
+                self._post(on_error, error)
             else:
-                GLib.idle_add(on_result, reply, data)
+                self._post(on_result, reply, data)
 
-    def finish(self):
-        """Drops the requests not yet started, waits for the running one; the client is the caller's now."""
+    def _stop(self, kill):
         with self._wake:
             self._jobs.clear()
             self._stopping = True
+            self._killed = kill
+            if kill and self.client is not None:
+                self.client.kill()  # a request in flight ends now instead of running to its end
             self._wake.notify()
         self._thread.join()
+
+    def finish(self):
+        """Drops the requests not yet started, waits for the running one; the client is the caller's now."""
+        self._stop(kill=False)
         if self.error is not None:
             if self.client is not None:
                 self.client.close()
             raise self.error
         return self.client
+
+    def cancel(self):
+        """The user cancelled: the worker stops at once, whatever it was doing."""
+        self._stop(kill=True)
+        if self.client is not None:
+            self.client.close()
 
 
 class FilterDialog:
@@ -245,6 +274,8 @@ class FilterDialog:
         self._preview_timer = 0
         self._pulse_timer = 0
         self.preview_shown = None  # what the preview shows: view, region, qf, split; read by the test hook
+        self.previews_pending = 0
+        self.stage = None  # what the worker is busy with and since when, while it has no fraction to show
         self.listeners = []
         self.timings = {}  # seconds from the plug-in's start to each stage; reported for measurements
 
@@ -255,10 +286,15 @@ class FilterDialog:
         self.preview.connect("invalidated", lambda preview: self.schedule_preview())
         self.split = Gtk.CheckButton.new_with_mnemonic("S_plit view (left half unchanged)")
         self.split.connect("toggled", lambda button: self.schedule_preview())
-        self.status = Gtk.Label(label="Reading the JPEG quality from the file…", xalign=0.0)
+        self.status = Gtk.Label(label="Reading the JPEG quality from the file…", xalign=0.0, yalign=0.0)
         self.status.set_line_wrap(True)
         self.status.set_max_width_chars(48)
-        self.progress = Gtk.ProgressBar()
+        # The status keeps its height whatever it says, and the progress bar its place when done:
+        # a change of height would resize the preview, which then shows the unrestored drawable
+        # until it is restored again.
+        lines = self.status.create_pango_layout("\n".join(["Mg"] * STATUS_LINES))
+        self.status.set_size_request(-1, lines.get_pixel_size()[1])
+        self.progress = Gtk.ProgressBar(show_text=True, text="Starting the FBCNN worker")
         box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
         box.set_border_width(12)
         for widget, expand in ((self.preview, True), (self.split, False), (self.status, False), (self.progress, False)):
@@ -276,8 +312,9 @@ class FilterDialog:
         self.dialog.fill_box("advanced-box", ["self-ensemble", "device", "tile-size"])
         self.dialog.fill_expander("advanced", "advanced-title", False, "advanced-box")
         self.dialog.fill(["automatic-qf", "qf", "model", "advanced"])
-        for name in ("qf", "model", "self-ensemble", "automatic-qf", "device", "tile-size"):
-            config.connect(f"notify::{name}", self._on_setting_changed)
+        # The config outlives the dialog (GIMP keeps it until the plug-in quits): close() disconnects these.
+        self._config_handlers = [config.connect(f"notify::{name}", self._on_setting_changed)
+                                 for name in ("qf", "model", "self-ensemble", "automatic-qf", "device", "tile-size")]
         self._pulse_timer = GLib.timeout_add(120, self._pulse)
 
     def _fit_model_to_image(self, procedure):
@@ -297,7 +334,7 @@ class FilterDialog:
     def start_estimate(self):
         """The header's QF first (no pixels, no network), then the core's choice on the pixels."""
         hints = _file_hints(self.drawable, self.image)
-        self.worker.submit("header", {"op": "header", **hints}, b"", self._on_header, self._on_error)
+        self.worker.submit("header", {"op": "header", **hints}, b"", self._on_header, self._on_error, self._on_stage)
         Gimp.progress_init("Estimating the JPEG quality")
 
     def _send_pixels_for_estimate(self):
@@ -322,11 +359,13 @@ class FilterDialog:
             yield True
         header = {"op": "estimate", "width": width, "height": height, "channels": channels, "format": "u8",
                   **_network_options(self.config), **_file_hints(self.drawable, self.image)}
-        self.worker.submit("estimate", header, b"".join(strips), self._on_estimate, self._on_error)
+        self.worker.submit("estimate", header, b"".join(strips), self._on_estimate, self._on_error, self._on_stage)
         Gimp.progress_set_text("Estimating the JPEG quality")
 
     def _mark(self, stage):
-        self.timings.setdefault(stage, round(time.monotonic() - STARTED, 3))
+        if stage not in self.timings:
+            self.timings[stage] = round(time.monotonic() - STARTED, 3)
+            _report({"stage": stage})
 
     def _on_header(self, reply, data):
         self._mark("header")
@@ -346,13 +385,15 @@ class FilterDialog:
         return False
 
     def _on_estimate(self, reply, data):
+        if not self.closed:
+            self._notify("estimate arriving")
         self.estimate_final = True
         self._mark("estimate")
         if self.closed:  # OK was pressed while it ran: the run uses it, no need to estimate again
             self.estimate = reply["qf"]
             _report({"estimate": reply["qf"]})
             return False
-        self._stop_pulse()
+        self._stage_done()
         self._use_estimate(reply["qf"])
         self.status.set_text(_describe(reply["qf"]))
         self.status.set_tooltip_text(reply["qf"].get("reason"))  # the core's full reasoning
@@ -369,21 +410,49 @@ class FilterDialog:
         elif changed:
             self.schedule_preview()
 
+    def _on_stage(self, text):
+        """The worker said what it is loading (the first request of a run waits for PyTorch and the model)."""
+        if not self.closed:
+            self.stage = (text, time.monotonic())
+            self._show_stage()
+        return False
+
+    def _show_stage(self):
+        if self.stage is not None:
+            text, since = self.stage
+            self.progress.set_text(f"{text[:1].upper()}{text[1:]}… {time.monotonic() - since:.0f} s")
+        elif not self.estimate_final:
+            self.progress.set_text("Checking the pixels")
+        else:
+            self.progress.set_text("Restoring the preview")
+
+    def _stage_done(self):
+        self.stage = None
+        if self.estimate_final and not self.previews_pending:
+            self.progress.set_fraction(1.0)
+            self.progress.set_opacity(0.0)  # hidden, but keeps its place (see __init__)
+        else:
+            self._show_stage()
+
     def _pulse(self):
-        if self.closed or self.estimate_final:
+        if self.closed or (self.estimate_final and not self.previews_pending):
             self._pulse_timer = 0
             return False
+        self.progress.set_opacity(1.0)
         self.progress.pulse()
-        Gimp.progress_pulse()
+        self._show_stage()
+        if not self.estimate_final:
+            Gimp.progress_pulse()
         return True
-
-    def _stop_pulse(self):
-        self.progress.set_fraction(1.0)
-        self.progress.hide()
 
     def _on_error(self, error):
         if not self.closed:
-            self._stop_pulse()
+            self.stage = None
+            self.previews_pending = 0
+            self.progress.set_opacity(0.0)
+            if self._pulse_timer:
+                GLib.source_remove(self._pulse_timer)
+                self._pulse_timer = 0
             self.status.set_text(f"JPEG artifact removal failed: {error}")
             _report({"error": str(error)})
             self._notify("error")
@@ -421,14 +490,24 @@ class FilterDialog:
         shown = {"view": [x, y, width, height], "region": list(rect), "qf": qf, "split": split, "serial": serial}
 
         def on_result(reply, pixels):
-            if not self.closed and serial == self.preview_serial:  # an older view is never drawn
+            if self.closed:
+                return False
+            self.previews_pending = max(0, self.previews_pending - 1)
+            if serial == self.preview_serial:  # an older view is never drawn
                 self.preview.draw_buffer(pixels, width * channels)
                 self._mark("first preview")
                 self.preview_shown = shown
+                _report({"preview": shown})
+            self._stage_done()
+            if serial == self.preview_serial:
                 self._notify("preview")
             return False
 
-        self.worker.submit("preview", header, data, on_result, self._on_error)
+        # A newer request replaces one still waiting, so at most the running one and this one are pending.
+        self.previews_pending = min(self.previews_pending + 1, 2)
+        if not self._pulse_timer:
+            self._pulse_timer = GLib.timeout_add(120, self._pulse)
+        self.worker.submit("preview", header, data, on_result, self._on_error, self._on_stage)
         return False
 
     def _notify(self, event):
@@ -440,13 +519,30 @@ class FilterDialog:
         self.dialog.show()
         self.start_estimate()
         accepted = self.dialog.run()
-        self.closed = True
         _report({"timings": self.timings})
+        return accepted
+
+    def close(self):
+        """Takes the dialog down while the plug-in still runs, and lets go of every widget.
+
+        GIMP's drawable preview stores its position through the PDB each time it is disposed,
+        which its last unref does too.  A widget that outlived the run (kept by a handler on the
+        procedure's config, which GIMP frees only as the plug-in quits, or by a reference cycle)
+        would make that call after ``Gimp.main`` returned: LibGimp-CRITICAL lines at exit and, at
+        times, a crashed plug-in.  So the handlers go, the dialog is destroyed, and the caller
+        collects what is left before returning to GIMP.
+        """
+        self.closed = True
         for timer in (self._preview_timer, self._pulse_timer):
             if timer:
                 GLib.source_remove(timer)
+        self._preview_timer = self._pulse_timer = 0
+        for handler in self._config_handlers:
+            self.config.disconnect(handler)
+        self._config_handlers = []
+        self.listeners.clear()
         self.dialog.destroy()
-        return accepted
+        self.dialog = self.preview = self.split = self.status = self.progress = None
 
 
 class FbcnnJpegArtifacts(Gimp.PlugIn):
@@ -515,20 +611,9 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
         try:
             command = worker_command(SETTINGS)
             if run_mode == Gimp.RunMode.INTERACTIVE:
-                called = round(time.monotonic() - STARTED, 3)
-                background = BackgroundWorker(command)
-                dialog = FilterDialog(procedure, config, image, drawables[0], background)
-                dialog.timings["procedure called"] = called
-                _install_test_hooks(dialog)
-                accepted = dialog.run()
-                Gimp.progress_init("Starting the FBCNN worker")
-                client = background.finish()
-                while GLib.MainContext.default().iteration(False):  # results that arrived meanwhile
-                    pass
+                accepted, estimate, client = self.show_dialog(procedure, config, image, drawables[0], command)
                 if not accepted:
-                    client.close()
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-                estimate = dialog.estimate if dialog.estimate_final else None
                 with client:
                     self.restore(client, image, drawables, config, estimate)
             else:
@@ -539,35 +624,76 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
             return _failure(procedure, f"JPEG artifact removal failed: {error}")
         except Exception as error:  # a GEGL/GLib failure or a bug: a message in GIMP, never a crashed plug-in
             return _failure(procedure, f"JPEG artifact removal failed ({type(error).__name__}): {error}")
+        finally:
+            gc.collect()  # the dialog's widgets go now, while libgimp can still take their last calls
         if run_mode == Gimp.RunMode.INTERACTIVE:
             Gimp.displays_flush()
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
-    def restore(self, worker, image, drawables, config, estimate):
-        """Restores every drawable; ``estimate`` is the dialog's (the first drawable's) when it finished."""
-        automatic = config.get_property("automatic-qf")
-        image.undo_group_start()
+    def show_dialog(self, procedure, config, image, drawable, command):
+        """Runs the dialog; returns (accepted, the final estimate or None, the worker client when accepted).
+
+        On Cancel the worker is stopped at once.  The dialog is destroyed and lets go of its widgets
+        before this returns (see FilterDialog.close); run() collects them before it returns to GIMP.
+        """
+        called = round(time.monotonic() - STARTED, 3)
+        background = BackgroundWorker(command)
+        dialog = FilterDialog(procedure, config, image, drawable, background)
+        accepted = False
         try:
-            for index, drawable in enumerate(drawables):
-                rect = _region(drawable)
-                if rect is None:
-                    continue
-                Gimp.progress_set_text(f"Removing JPEG artifacts ({drawable.get_name()})")
-                header, data, fmt = _pixel_request("restore", drawable, rect, config, image)
-                # The dialog's estimate is for the first drawable: others get their own.
-                known = automatic and index == 0 and estimate is not None
-                header["qf"] = estimate["value"] if known else ("auto" if automatic else config.get_property("qf"))
-                share = 1.0 / len(drawables)
-
-                def progress(fraction, index=index, share=share):
-                    Gimp.progress_update(min(1.0, (index + fraction) * share))
-
-                reply, restored = worker.request(header, data, progress)
-                _write(drawable, rect, fmt, restored)
-                _report({"drawable": drawable.get_name(), "rect": list(rect),
-                         "qf": estimate if known else reply["qf"]})
+            dialog.timings["procedure called"] = called
+            _install_test_hooks(dialog)
+            accepted = dialog.run()
         finally:
-            image.undo_group_end()
+            dialog.close()
+            if not accepted:
+                background.cancel()
+        client = None
+        if accepted:
+            Gimp.progress_init("Starting the FBCNN worker")
+            client = background.finish()
+        while GLib.MainContext.default().iteration(False):  # results posted before the worker stopped
+            pass
+        return accepted, dialog.estimate if dialog.estimate_final else None, client
+
+    def restore(self, worker, image, drawables, config, estimate):
+        """Restores every drawable; ``estimate`` is the dialog's (the first drawable's) when it finished.
+
+        The results go to the drawables' shadow buffers first, and only when all are there are
+        they merged, inside one undo group.  The long part thus leaves the image untouched: a
+        Cancel from GIMP's status bar (which kills the plug-in) finds no open undo group and
+        nothing changed, and GIMP drops the shadow buffers of a plug-in that died.
+        """
+        automatic = config.get_property("automatic-qf")
+        shadowed = []
+        for index, drawable in enumerate(drawables):
+            rect = _region(drawable)
+            if rect is None:
+                continue
+            Gimp.progress_set_text(f"Removing JPEG artifacts ({drawable.get_name()})")
+            header, data, fmt = _pixel_request("restore", drawable, rect, config, image)
+            # The dialog's estimate is for the first drawable: others get their own.
+            known = automatic and index == 0 and estimate is not None
+            header["qf"] = estimate["value"] if known else ("auto" if automatic else config.get_property("qf"))
+            share = 1.0 / len(drawables)
+
+            def progress(fraction, index=index, share=share):
+                Gimp.progress_update(min(1.0, (index + fraction) * share))
+
+            _report({"restoring": drawable.get_name()})
+            reply, restored = worker.request(header, data, progress)
+            _write_shadow(drawable, rect, fmt, restored)
+            shadowed.append((drawable, rect))
+            _report({"drawable": drawable.get_name(), "rect": list(rect),
+                     "qf": estimate if known else reply["qf"]})
+        if shadowed:
+            image.undo_group_start()
+            try:
+                for drawable, rect in shadowed:
+                    drawable.merge_shadow(True)
+                    drawable.update(*rect)
+            finally:
+                image.undo_group_end()
         Gimp.progress_update(1.0)
 
 
@@ -580,16 +706,32 @@ def _install_test_hooks(dialog):
     step's preview the screen is saved to FBCNN_GIMP_TEST_SCREENSHOT with the step's number
     in the name, with a report of where the preview is and what the dialog shows; after the
     last, OK is pressed (Cancel with FBCNN_GIMP_TEST_FINISH=cancel).
+
+    With FBCNN_GIMP_TEST_WATCH_ESTIMATE=1 the screen is also saved just before the final
+    estimate is applied and at ESTIMATE_WATCH milliseconds after ("step" "estimate+N"), so a
+    test can see what the preview shows while the estimate arrives.
     """
     steps = os.environ.get("FBCNN_GIMP_TEST_STEPS")
     if not steps:
         return
     state = {"steps": json.loads(steps), "index": -1, "after": None, "busy": False}
     screenshot = os.environ.get("FBCNN_GIMP_TEST_SCREENSHOT")
+    watch = screenshot and os.environ.get("FBCNN_GIMP_TEST_WATCH_ESTIMATE") == "1"
+
+    def save_screen(dialog, name):
+        if not dialog.closed:
+            root, extension = os.path.splitext(screenshot)
+            _report({"screen": _screenshot(dialog, f"{root}-{name}{extension}"), "step": name})
+        return False
 
     def listener(dialog, event):
         if event == "error":  # shown in the dialog and reported; a test must not wait for ever
             dialog.dialog.response(Gtk.ResponseType.CANCEL)
+            return
+        if event == "estimate arriving" and watch:
+            save_screen(dialog, "estimate+0")
+            for delay in ESTIMATE_WATCH:
+                GLib.timeout_add(delay, save_screen, dialog, f"estimate+{delay}")
             return
         shown = dialog.preview_shown
         if state["busy"] or not dialog.estimate_final or shown is None:
@@ -597,7 +739,8 @@ def _install_test_hooks(dialog):
         if state["after"] is not None and shown["serial"] <= state["after"]:
             return  # still the preview of the settings before this step
         state["busy"] = True
-        GLib.timeout_add(500, advance, dialog)
+        # After the estimate, the first step waits for the watch's last screenshot.
+        GLib.timeout_add(max(ESTIMATE_WATCH) + 300 if watch and state["index"] < 0 else 500, advance, dialog)
 
     def advance(dialog):
         if state["index"] >= 0 and screenshot:

@@ -10,7 +10,8 @@ A message is one line of UTF-8 JSON (the header) followed by exactly
 ``header["payload"]`` raw bytes.  Pixels travel as little-endian float32,
 rows of interleaved channels, so nothing is squeezed through 8 bits and no
 file touches the disk.  The worker answers every request with any number of
-``{"kind": "progress", "fraction": f}`` messages and then one ``"result"``
+``{"kind": "progress", "fraction": f}`` messages (or ``"stage": text`` while it
+loads PyTorch and the model, which has no fraction) and then one ``"result"``
 or ``"error"`` message.
 """
 
@@ -67,6 +68,7 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
 
 
 ProgressHandler = Callable[[float], None]
+StageHandler = Callable[[str], None]
 
 
 class WorkerClient:
@@ -98,8 +100,14 @@ class WorkerClient:
         self.info = hello
 
     def request(
-        self, header: dict[str, Any], payload: bytes | memoryview = b"", progress: ProgressHandler | None = None
+        self, header: dict[str, Any], payload: bytes | memoryview = b"", progress: ProgressHandler | None = None,
+        stage: StageHandler | None = None,
     ) -> tuple[dict[str, Any], bytes]:
+        """Sends one request and waits for its answer.
+
+        ``progress`` gets the fraction done of a restoration; ``stage`` what the worker is busy
+        with when that takes long and has no fraction (loading PyTorch, loading the model).
+        """
         assert self._process.stdin is not None and self._process.stdout is not None
         try:
             write_message(self._process.stdin, header, payload)
@@ -107,8 +115,10 @@ class WorkerClient:
                 reply, data = read_message(self._process.stdout)
                 kind = reply.get("kind")
                 if kind == "progress":
-                    if progress:
-                        progress(float(reply.get("fraction", 0.0)))
+                    if stage and reply.get("stage"):
+                        stage(str(reply["stage"]))
+                    if progress and "fraction" in reply:
+                        progress(float(reply["fraction"]))
                 elif kind == "error":
                     raise WorkerError(str(reply.get("message", "unknown error")))
                 else:
@@ -129,6 +139,11 @@ class WorkerClient:
             return (f"fbcnn-plugins is not installed in the Python the plug-in was set up with ({self.command[0]}); "
                     "run 'fbcnn install-gimp' again from the environment that has fbcnn-plugins")
         return f"the FBCNN worker stopped unexpectedly (exit code {code}, {error}); its last output:\n{tail}"
+
+    def kill(self) -> None:
+        """Stops the worker at once, whatever it is doing (the user cancelled); a request in flight fails."""
+        if self._process.poll() is None:
+            self._process.kill()
 
     def close(self) -> None:
         if self._process.poll() is None:

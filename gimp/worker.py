@@ -11,7 +11,10 @@ restoration that follows load the model once.
 from __future__ import annotations
 
 import os
+import select
 import sys
+import threading
+import time
 from typing import IO, Any
 
 import numpy as np
@@ -71,7 +74,11 @@ class Worker:
     def __init__(self) -> None:
         self._restorers: dict[tuple, Any] = {}
 
-    def restorer(self, header: dict[str, Any]):
+    def restorer(self, header: dict[str, Any], send=None):
+        """The restorer the request asks for, built on first use (``send`` tells the client what loads)."""
+        announce = send or (lambda message: None)
+        if "torch" not in sys.modules:  # the first request of a run: seconds of imports, worth saying
+            announce({"kind": "progress", "stage": "loading PyTorch"})
         from fbcnn_plugins.core.restorer import Restorer
         from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
@@ -86,7 +93,9 @@ class Worker:
             raise ValueError(f"self_ensemble must be true or false, got {ensemble!r}")
         key = (model, device, tile)
         if key not in self._restorers:
+            announce({"kind": "progress", "stage": "loading the model"})
             self._restorers[key] = Restorer(model, device=device, tile=tile)
+            announce({"kind": "progress", "stage": "restoring"})
         restorer = self._restorers[key]
         restorer.self_ensemble = ensemble  # a per-request choice: one network in memory serves both
         return restorer
@@ -112,7 +121,7 @@ class Worker:
         from fbcnn_plugins.core.qf_choice import choose_qf
 
         image = pixels_from(header, payload)
-        chosen = choose_qf(self.restorer(header), image, **file_hints(header))
+        chosen = choose_qf(self.restorer(header, send), image, **file_hints(header))
         return {"qf": chosen.to_dict()}, b""
 
     def restore(self, header: dict[str, Any], payload: bytes, send) -> tuple[dict, bytes]:
@@ -120,7 +129,7 @@ class Worker:
         from fbcnn_plugins.core.quality import parse_qf
 
         image = pixels_from(header, payload)
-        restorer = self.restorer(header)
+        restorer = self.restorer(header, send)
         qf = parse_qf(header.get("qf"))
         chosen = None
         if qf == "auto":
@@ -159,7 +168,7 @@ class Worker:
             raise ValueError("a preview needs view = [x, y, width, height] inside the region") from None
         if left < 0 or top < 0 or width < 1 or height < 1 or left + width > image.shape[1] or top + height > image.shape[0]:
             raise ValueError(f"view {[left, top, width, height]} lies outside the {image.shape[1]}x{image.shape[0]} region")
-        restored = self.restorer(header).restore(image, qf).image[top : top + height, left : left + width]
+        restored = self.restorer(header, send).restore(image, qf).image[top : top + height, left : left + width]
         if header.get("split"):
             restored = restored.copy()
             restored[:, : width // 2] = image[top : top + height, left : left + width // 2]
@@ -190,12 +199,36 @@ class Worker:
             send(dict(reply, kind="result"), data)
 
 
+def exit_when_orphaned(requests: IO[bytes]) -> None:
+    """Ends this process as soon as the client that started it is gone.
+
+    GIMP kills a plug-in outright when the user cancels it from the status bar; the worker
+    would otherwise finish restoring an image nobody waits for.  The pipe's write end closing
+    (POLLHUP) while this process has been handed to another parent means the client died; a
+    client that merely closed the pipe gets the normal ending (end of input) instead.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(requests.fileno(), select.POLLHUP)
+        while True:
+            if any(event & (select.POLLHUP | select.POLLERR) for _, event in poller.poll()):
+                while os.getppid() == parent:
+                    time.sleep(0.5)
+                os._exit(1)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main() -> None:
     # Keep the real stdout for the protocol and point fd 1 at stderr, so prints from any library
     # (Python or C) cannot slip bytes into the pipe.
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    if hasattr(select, "poll"):
+        exit_when_orphaned(sys.stdin.buffer)
     Worker().serve(sys.stdin.buffer, replies)
 
 

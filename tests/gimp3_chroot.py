@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = os.environ.get("FBCNN_GIMP_CHROOT_PREFIX", "/var/tmp/fbcnn-gimp3")
-PACKAGES = ["gimp", "python3-gi", "gir1.2-gimp-3.0", "python3-numpy", "xvfb", "xauth"]
+PACKAGES = ["gimp", "python3-gi", "gir1.2-gimp-3.0", "python3-numpy", "xvfb", "xauth", "xdotool"]
+#: Packages added to PACKAGES after roots were first built, with a file each installs: a root
+#: built before gets them on its next use.
+LATER_PACKAGES = {"xdotool": "usr/bin/xdotool"}
 READY_MARK = ".fbcnn-gimp3-ready"
 WARM_MARK = ".fbcnn-gimp3-warm"
 ATTEMPTS = 3
@@ -103,6 +106,7 @@ def build(release: Release | str = "3.0") -> Path:
     """Build the chroot for ``release`` unless a complete one is already there; returns its root."""
     release = RELEASES[release] if isinstance(release, str) else release
     if is_ready(release):
+        _add_later_packages(release)
         return release.root
     if os.geteuid() != 0:
         raise ChrootUnavailable("building the GIMP 3 chroot needs root (debootstrap, chroot, mount)")
@@ -132,6 +136,20 @@ def build(release: Release | str = "3.0") -> Path:
         (staging / READY_MARK).write_text("ok\n")
         staging.rename(release.root)
     return release.root
+
+
+def _add_later_packages(release: Release) -> None:
+    missing = [name for name, path in LATER_PACKAGES.items() if not (release.root / path).exists()]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise ChrootUnavailable(f"the GIMP {release.version} chroot lacks {', '.join(missing)}; adding them needs root")
+    with open(f"{release.root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with mounted_system(release.root):
+            _retried(["chroot", str(release.root), "env", "DEBIAN_FRONTEND=noninteractive", "sh", "-c",
+                      "apt-get update -qq && apt-get install -y -q --no-install-recommends " + " ".join(missing)
+                      + " && apt-get clean"], f"adding {', '.join(missing)} to GIMP {release.version}'s chroot")
 
 
 def warm_up(release: Release) -> None:

@@ -104,7 +104,9 @@ def restore_job(job, folder, result):
     for name, value in job.get("arguments", {}).items():
         config.set_property(name, value)
     undo_before = image.undo_is_enabled()
+    image.clean_all()  # what the job did to set the image up is not the plug-in's change
     outcome = procedure.run(config)
+    result["dirty"] = image.is_dirty()
     result["status"] = outcome.index(0).value_nick if hasattr(outcome.index(0), "value_nick") else str(outcome.index(0))
     result["success"] = outcome.index(0) == Gimp.PDBStatusType.SUCCESS
     result["undo_enabled"] = undo_before

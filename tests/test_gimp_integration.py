@@ -169,7 +169,7 @@ def test_every_selected_layer_is_restored(gimp3):
     result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source), "second_layer_offset": [16, 8],
                                 "arguments": {"automatic-qf": False, "qf": 20}})
     assert result["success"], result
-    assert len(result["report"]) == 2
+    assert len([entry for entry in result["report"] if "drawable" in entry]) == 2
     for index in range(2):
         before, after = np.load(folder / f"before{index}.npy"), np.load(folder / f"after{index}.npy")
         assert np.abs(after - core_output(before, 20)).max() <= EIGHT_BIT
@@ -228,6 +228,49 @@ def preview_on_screen(screen: dict, expected: np.ndarray) -> np.ndarray:
     return best[1]
 
 
+def preview_expected(before: np.ndarray, shown: dict) -> np.ndarray:
+    """What the preview must show for ``shown`` (the plug-in's report): the core's output for the view, 8-bit."""
+    rx, ry, rw, rh = shown["region"]
+    x, y, w, h = shown["view"]
+    restored = core_output(before[ry : ry + rh, rx : rx + rw], shown["qf"])
+    view = restored[y - ry : y - ry + h, x - rx : x - rx + w]
+    if shown["split"]:
+        view = view.copy()
+        view[:, : w // 2] = before[y : y + h, x : x + w // 2]
+    return eight_bit(view)
+
+
+def test_preview_stays_restored_as_the_estimate_arrives(gimp3):
+    """The pixels' estimate confirms the header's QF: the restored preview stays, never the unrestored layer.
+
+    Screenshots just before the final estimate is applied and up to a second after; each must
+    show the core's output for what the preview reports.  Then Cancel: the image is unchanged
+    and not marked modified.
+    """
+    folder = gimp3.folder()
+    source = jpeg_file(folder, 30, seed=4, size=(256, 320))
+    env = {"FBCNN_GIMP_TEST_STEPS": "[]", "FBCNN_GIMP_TEST_FINISH": "cancel", "FBCNN_GIMP_TEST_WATCH_ESTIMATE": "1",
+           "FBCNN_GIMP_TEST_SCREENSHOT": gimp3.inside(folder / "screen.png")}
+    result = gimp3.run(folder, {"action": "restore", "input": gimp3.inside(source), "interactive": True},
+                       display=True, env=env)
+    assert result["status"] == "cancel", result
+    screens = {entry["step"]: entry["screen"] for entry in result["report"] if "screen" in entry}
+    assert sorted(screens) == sorted(["estimate+0", "estimate+50", "estimate+150", "estimate+300", "estimate+600",
+                                      "estimate+1000"])
+    estimate = next(entry["estimate"] for entry in result["report"] if "estimate" in entry)
+    assert estimate["value"] == 30  # the header's QF, confirmed: nothing to recompute
+    before = np.load(folder / "before.npy")
+    for name, screen in sorted(screens.items()):
+        shown = screen["shown"]
+        assert shown is not None and shown["qf"] == 30, f"{name}: no restored preview was on screen: {screen}"
+        screen["path"] = str(gimp3.root / screen["path"].lstrip("/"))
+        wanted = preview_expected(before, shown)
+        on_screen = preview_on_screen(screen, wanted)
+        assert np.abs(on_screen - wanted).max() <= 1, f"{name}: the preview is not the restored view"
+    assert np.array_equal(np.load(folder / "after.npy"), before)
+    assert result["dirty"] is False, "Cancel marked the image modified"
+
+
 def test_dialog_preview_and_estimate_on_screen(gimp3):
     """The real dialog under Xvfb: the estimate, the QF field, the preview's pixels against the core."""
     folder = gimp3.folder()
@@ -250,14 +293,7 @@ def test_dialog_preview_and_estimate_on_screen(gimp3):
     before = np.load(folder / "before.npy")
 
     def expected(shown: dict) -> np.ndarray:
-        rx, ry, rw, rh = shown["region"]
-        x, y, w, h = shown["view"]
-        restored = core_output(before[ry : ry + rh, rx : rx + rw], shown["qf"])
-        view = restored[y - ry : y - ry + h, x - rx : x - rx + w]
-        if shown["split"]:
-            view = view.copy()
-            view[:, : w // 2] = before[y : y + h, x : x + w // 2]
-        return eight_bit(view)
+        return preview_expected(before, shown)
 
     assert screens[0]["qf_field"] == 70 and screens[0]["shown"]["qf"] == 70
     assert screens[1]["automatic"] and screens[1]["qf_field"] == 30 and screens[1]["shown"]["qf"] == 30

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +288,53 @@ def test_install_without_any_gimp_profile_fails_clearly(tmp_path, monkeypatch, c
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert main(["install-gimp"]) == 1
     assert "no GIMP 3 profile folder found" in capsys.readouterr().err
+
+
+def test_a_busy_worker_whose_client_is_killed_exits(tmp_path):
+    """GIMP kills the plug-in on a Cancel from its status bar; the worker must not run on for nobody.
+
+    With the model loaded, the client asks for a restoration that sends nothing for a long time
+    (one 768x768 tile, self-ensemble: eight passes) and is killed right away, with no quit
+    message; the worker has to be gone within seconds, not when it next writes to the pipe.
+    """
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "from fbcnn_plugins.gimp.protocol import read_message, write_message\n"
+        f"worker = subprocess.Popen({WORKER!r}, stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+        "def ask(side, **fields):\n"
+        "    write_message(worker.stdin, {'op': 'restore', 'width': side, 'height': side, 'channels': 3, 'qf': 30,\n"
+        "                                 'device': 'cpu', **fields}, bytes(side * side * 12))\n"
+        "ask(16)\n"
+        "while read_message(worker.stdout)[0]['kind'] != 'result':  # PyTorch and the model loaded\n"
+        "    pass\n"
+        "ask(768, tile=768, self_ensemble=True)\n"
+        "print(worker.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker_pid = int(client.stdout.readline())
+    time.sleep(1)  # the worker is inside the restoration
+    client.kill()  # as GIMP does: no quit message, the pipes close with the process
+    client.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(worker_pid):
+        time.sleep(0.2)
+    alive = _running(worker_pid)
+    if alive:
+        os.kill(worker_pid, 9)
+    assert not alive, "the worker outlived the client that started it"
+
+
+def test_a_worker_whose_client_only_closes_the_pipe_answers_and_ends():
+    """A client that sends its last request and closes stdin still gets the answer (no orphan exit)."""
+    done = subprocess.run(WORKER, input=b'{"op":"hello","payload":0}\n', capture_output=True, timeout=120)
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[0])["kind"] == "result"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -38,7 +38,8 @@ def test_wheel_maps_folders_to_subpackages_and_ships_weights(wheel):
         "fbcnn_plugins/core/network.py", "fbcnn_plugins/training/trainer.py",
         "fbcnn_plugins/training/configs/color-small.toml", "fbcnn_plugins/vapoursynth/__init__.py",
         "fbcnn_plugins/gimp/__init__.py", "fbcnn_plugins/gimp/gimp_plugin.py", "fbcnn_plugins/gimp/protocol.py",
-        "fbcnn_plugins/files/xcf.py", "fbcnn_plugins/models/fbcnn-color-small.safetensors",
+        "fbcnn_plugins/files/xcf.py", "fbcnn_plugins/batch/run.py", "fbcnn_plugins/batch/claims.py",
+        "fbcnn_plugins/ray/restore.py", "fbcnn_plugins/models/fbcnn-color-small.safetensors",
         "fbcnn_plugins/models/fbcnn-color-small.json",
     ]:
         assert expected in names, expected

@@ -240,14 +240,16 @@ def test_chain_benchmark_on_a_sample_photo(restorer):
 
 
 def test_rule_3_uses_the_strength_head_and_falls_back_without_one():
-    # A strength far below a high last save: used as it is.
-    chosen = decide(88.0, 256, 256, header=90, strength=35.0)
+    # A strength far below a high last save, with the QF estimate also under it: used as it is.
+    chosen = decide(84.0, 256, 256, header=90, strength=35.0)
     assert (chosen.qf, chosen.source, chosen.strength) == (35, "predicted", 35.0) and "strength" in chosen.reason
     # Within the margin: the header.
-    assert decide(88.0, 256, 256, header=90, strength=90.0 - STRENGTH_MARGIN + 1).source == "header"
+    assert decide(84.0, 256, 256, header=90, strength=90.0 - STRENGTH_MARGIN + 1).source == "header"
+    # The strength alone, with the QF estimate where a single save leaves it: the header.
+    assert decide(90.0 - HEAVIER_DAMAGE_MARGIN + 1, 256, 256, header=90, strength=35.0).source == "header"
     # Never for a low last save, nor on images too small to read it.
     assert decide(30.0, 256, 256, header=60, strength=20.0).qf == 60
-    assert decide(88.0, 48, 48, header=90, strength=35.0).qf == 90
+    assert decide(84.0, 48, 48, header=90, strength=35.0).qf == 90
     # No header, no grid, not clean: the strength rather than the QF estimate.
     assert (decide(60.0, 200, 200, strength=41.0).qf, decide(60.0, 200, 200).qf) == (41, 60)
     # Whether an image is clean is the QF head's call, whatever the strength says.

@@ -444,7 +444,7 @@ def test_each_file_announces_itself_on_stderr_before_it_is_done(tmp_path):
 def test_large_images_report_their_stages_and_tiles_in_plain_lines():
     import io
 
-    from fbcnn_plugins.cli.progress import BatchProgress
+    from fbcnn_plugins.batch.progress import BatchProgress
 
     stream = io.StringIO()
     progress = BatchProgress(1, stream=stream)

@@ -387,7 +387,7 @@ def test_a_jpeg_with_64_kb_of_exif_is_still_written(tmp_path, capsys):
 
 
 def test_a_killed_writers_temporary_file_is_removed_at_once_and_a_live_ones_is_kept(tmp_path):
-    from fbcnn_plugins.cli.restore_cmd import remove_stale_temporaries
+    from fbcnn_plugins.batch import remove_stale_temporaries
     from fbcnn_plugins.core.atomic import atomic_target
 
     target = tmp_path / "a_fbcnn.png"

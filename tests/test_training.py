@@ -467,6 +467,32 @@ def test_strength_head_is_fitted_on_measured_chain_curves_and_saved_with_a_card(
             assert torch.equal(loaded.network.state_dict()[key], value), key  # nothing else changed
 
 
+def test_the_gray_model_gets_its_strength_head_from_gray_patches(tmp_path):
+    """``collect --gray`` / ``fit --gray``: gray chains through the gray model; only the head is new."""
+    from skimage import data as samples
+
+    from fbcnn_plugins.core.catalog import load_model
+    from fbcnn_plugins.core.weights import load_weights
+    from fbcnn_plugins.training import qf_head
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("camera", "coffee"):
+        Image.fromarray(getattr(samples, name)()).save(photos / f"{name}.png")
+    gray = load_model(None, gray=True)
+    collected = qf_head.collect(gray, [photos], count=8, seed=2, sides=(48,), log=lambda line: None)
+    assert collected["features"].shape[1] == gray.network.channels[3]
+    assert not {"single444", "single422"} & set(collected["family"])  # no chroma in a gray file
+    np.savez(tmp_path / "patches.npz", **collected)
+    out = tmp_path / "model" / "fbcnn-gray-small.safetensors"
+    qf_head.main(["fit", "--gray", "--data", str(tmp_path / "patches.npz"), "--out", str(out), "--steps", "20"])
+    loaded = load_weights(out)
+    assert loaded.verified and loaded.is_gray and loaded.network.has_strength_head
+    assert loaded.card["strength_head"]["added_to_sha256"] == gray.card["sha256"]
+    for key, value in gray.network.state_dict().items():
+        assert torch.equal(loaded.network.state_dict()[key], value), key  # nothing else changed
+
+
 def test_a_stage_started_from_weights_with_a_strength_head_leaves_the_head_behind(tiny_config, tmp_path):
     """Training changes the features the strength head reads, so a new stage starts without it."""
     from fbcnn_plugins.core.configs import create_network, get_config

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.qf_choice import decide_qf
@@ -50,16 +50,18 @@ class Chain:
     clean: bool = False  # never compressed: judged by PSNR against itself (>= 40 dB wanted)
 
 
-def encode(image: np.ndarray, quality: int, subsampling: int = 2) -> bytes:
-    """A JPEG through Pillow's libjpeg (``subsampling`` 2 = 4:2:0, 0 = 4:4:4)."""
+def encode(image: np.ndarray, quality: int, subsampling: int = 2, **options) -> bytes:
+    """A JPEG through Pillow's libjpeg (``subsampling`` 2 = 4:2:0, 1 = 4:2:2, 0 = 4:4:4; an HxW array
+    is saved as a one-component gray JPEG).  ``options`` go to Pillow (``progressive``, ``qtables``)."""
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=subsampling, **options)
     return buffer.getvalue()
 
 
 def decode(data: bytes) -> np.ndarray:
+    """The decoded pixels: HxW for a gray JPEG, HxWx3 otherwise."""
     with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(image.convert("L" if image.mode == "L" else "RGB"))
 
 
 def jpeg(image: np.ndarray, quality: int, subsampling: int = 2) -> np.ndarray:
@@ -78,12 +80,58 @@ def centre(image: np.ndarray, height: int, width: int, grid: int = 8) -> np.ndar
     return np.ascontiguousarray(image[top : top + height, left : left + width])
 
 
-def single(quality: int, subsampling: int = 2) -> Callable[[np.ndarray, int], Degraded]:
+def single(quality: int, subsampling: int = 2, **options) -> Callable[[np.ndarray, int], Degraded]:
+    """One save (``options``: Pillow's ``progressive=True``, ``qtables=...``)."""
     def make(clean: np.ndarray, side: int) -> Degraded:
         crop = centre(clean, side, side)
-        data = encode(crop, quality, subsampling)
+        data = encode(crop, quality, subsampling, **options)
         return Degraded(decode(data), crop, data)
     return make
+
+
+def standard_tables(quality: int, gray: bool = False) -> list[list[int]]:
+    """libjpeg's tables at ``quality`` (luma, and chroma for colour), natural order, as Pillow writes them."""
+    image = np.zeros((8, 8) if gray else (8, 8, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(encode(image, quality))) as decoded:
+        return [list(decoded.quantization[index]) for index in sorted(decoded.quantization)]
+
+
+def tilted_tables(quality: int, gray: bool = False) -> list[list[int]]:
+    """Non-standard tables in the way many cameras and editors write them: libjpeg's at ``quality``,
+    coarser at low frequencies and finer at high ones (x1.25 at DC down to x0.75 at the corner)."""
+    rows, cols = np.divmod(np.arange(64), 8)
+    tilt = 1.25 - 0.5 * (rows + cols) / 14.0
+    return [np.clip(np.rint(np.asarray(table) * tilt), 1, 255).astype(int).tolist()
+            for table in standard_tables(quality, gray)]
+
+
+def custom_tables(quality: int, subsampling: int = 2) -> Callable[[np.ndarray, int], Degraded]:
+    """One save with :func:`tilted_tables` (the header then matches no standard quality exactly)."""
+    def make(clean: np.ndarray, side: int) -> Degraded:
+        return single(quality, subsampling, qtables=tilted_tables(quality, clean.ndim == 2))(clean, side)
+    return make
+
+
+def sharpen(image: np.ndarray, percent: int) -> np.ndarray:
+    """An unsharp mask (radius 1.5 px), as cameras and photo apps apply before saving."""
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.UnsharpMask(radius=1.5, percent=percent, threshold=2)))
+
+
+def sharpened(quality: int, percent: int = 80, subsampling: int = 2, custom: bool = False,
+              ) -> Callable[[np.ndarray, int], Degraded]:
+    """Sharpen, then one save (with :func:`tilted_tables` when ``custom``).  The sharpened image is the
+    reference: restoring should remove the JPEG's damage, not the sharpening someone wanted."""
+    def make(clean: np.ndarray, side: int) -> Degraded:
+        crop = sharpen(centre(clean, side, side), percent)
+        options = {"qtables": tilted_tables(quality, crop.ndim == 2)} if custom else {}
+        data = encode(crop, quality, subsampling, **options)
+        return Degraded(decode(data), crop, data)
+    return make
+
+
+def camera_like(quality: int = 93) -> Callable[[np.ndarray, int], Degraded]:
+    """A phone or camera JPEG: mild sharpening, 4:2:2, non-standard tables near ``quality``."""
+    return sharpened(quality, percent=50, subsampling=1, custom=True)
 
 
 def png_of_jpeg(quality: int) -> Callable[[np.ndarray, int], Degraded]:
@@ -130,10 +178,18 @@ def untouched(side: int | tuple[int, int] | None) -> Callable[[np.ndarray, int],
     return make
 
 
-def photo_chains(full_size: bool = True) -> list[Chain]:
-    """The chains every photo goes through."""
-    chains = [Chain(f"JPEG {q} (4:2:0)", single(q)) for q in (10, 30, 50, 90)]
-    chains += [Chain(f"JPEG {q} (4:4:4)", single(q, 0)) for q in (20, 70)]
+def photo_chains(full_size: bool = True, gray: bool = False) -> list[Chain]:
+    """The chains every photo goes through (for gray photos without the colour-subsampling variants)."""
+    if gray:
+        chains = [Chain(f"JPEG {q}", single(q)) for q in (10, 30, 50, 90)]
+    else:
+        chains = [Chain(f"JPEG {q} (4:2:0)", single(q)) for q in (10, 30, 50, 90)]
+        chains += [Chain(f"JPEG {q} (4:4:4)", single(q, 0)) for q in (20, 70)]
+        chains += [Chain(f"JPEG {q} (4:2:2)", single(q, 1)) for q in (40, 85)]
+    chains += [Chain(f"JPEG {q} progressive", single(q, progressive=True)) for q in (30, 80)]
+    chains += [Chain(f"custom tables near JPEG {q}", custom_tables(q)) for q in (50, 78)]
+    chains += [Chain("sharpen -> JPEG 92", sharpened(92)), Chain("camera-like (sharpened, custom tables near 93"
+                                                                  + ("" if gray else ", 4:2:2") + ")", camera_like(93))]
     chains += [Chain("PNG of JPEG 20", png_of_jpeg(20)), Chain("PNG of JPEG 60", png_of_jpeg(60))]
     chains += [Chain("JPEG 15 -> JPEG 90, aligned", double(15, 90, (0, 0)))]
     chains += [Chain(f"JPEG 15 -> shift (3,5) -> JPEG {q}", double(15, q, (3, 5))) for q in (85, 90, 95)]
@@ -145,6 +201,7 @@ def photo_chains(full_size: bool = True) -> list[Chain]:
         chains.append(Chain("never compressed, full size", untouched(None), clean=True))
     chains += [Chain(f"never compressed, {s}x{s}", untouched(s), clean=True) for s in (16, 24, 32, 48, 64, 96, 128)]
     chains.append(Chain("never compressed, 80x64", untouched((64, 80)), clean=True))
+    chains += [Chain(f"never compressed, {w}x{h}", untouched((h, w)), clean=True) for h, w in ((1, 400), (12, 400))]
     return chains
 
 

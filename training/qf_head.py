@@ -40,10 +40,11 @@ import torch
 from PIL import Image
 
 from fbcnn_plugins.core.catalog import load_model
+from fbcnn_plugins.core.qf_choice import HEAVIER_DAMAGE_MARGIN, STRENGTH_MARGIN
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.quality import qf_to_scalar, scalar_to_qf
 from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
-from fbcnn_plugins.training.chains import Degraded, double, rescaled, single, untouched
+from fbcnn_plugins.training.chains import Degraded, custom_tables, double, rescaled, sharpened, single, untouched
 
 from .data import list_images
 
@@ -64,16 +65,28 @@ class ChainDraw:
     make: Callable[[np.ndarray, int], Degraded]
 
 
-def draw_chain(rng: np.random.Generator) -> ChainDraw:
-    """A chain in proportion to how often people meet it (re-saved and resized photos weigh most)."""
-    family = rng.choice(["single", "single444", "aligned", "shifted", "resized", "clean"],
-                        p=[0.22, 0.1, 0.08, 0.12, 0.38, 0.1])
-    if family == "single":
+#: Chain families and how often each is drawn (re-saved and resized photos weigh most).  Gray
+#: photos have no colour subsampling, so their draws leave the 4:4:4 and 4:2:2 families out.
+FAMILIES = {"single": 0.2, "single444": 0.08, "single422": 0.05, "custom": 0.05, "sharpened": 0.07, "aligned": 0.07,
+            "shifted": 0.1, "resized": 0.3, "clean": 0.08}
+COLOR_ONLY_FAMILIES = ("single444", "single422")
+
+
+def draw_chain(rng: np.random.Generator, gray: bool = False) -> ChainDraw:
+    """A chain in proportion to how often people meet it (:data:`FAMILIES`)."""
+    names = [name for name in FAMILIES if not (gray and name in COLOR_ONLY_FAMILIES)]
+    weights = np.array([FAMILIES[name] for name in names])
+    family = str(rng.choice(names, p=weights / weights.sum()))
+    if family in ("single", "single444", "single422"):
         quality = int(rng.integers(5, 99))
-        return ChainDraw(family, (quality,), single(quality))
-    if family == "single444":
-        quality = int(rng.integers(5, 99))
-        return ChainDraw(family, (quality,), single(quality, 0))
+        subsampling = {"single": 2, "single444": 0, "single422": 1}[family]
+        return ChainDraw(family, (quality,), single(quality, subsampling))
+    if family == "custom":
+        quality = int(rng.integers(30, 98))
+        return ChainDraw(family, (quality,), custom_tables(quality))
+    if family == "sharpened":
+        quality, percent = int(rng.integers(75, 98)), int(rng.integers(30, 120))
+        return ChainDraw(family, (quality, percent), sharpened(quality, percent))
     if family in ("aligned", "shifted"):
         first, second = int(rng.integers(5, 70)), int(rng.integers(50, 99))
         shift = (0, 0) if family == "aligned" else tuple(int(v) for v in rng.integers(0, 8, size=2))
@@ -95,10 +108,16 @@ def random_region(image: np.ndarray, side: int, rng: np.random.Generator) -> np.
     return np.ascontiguousarray(image[top : top + side, left : left + side])
 
 
+def as_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """An 8-bit HxW (gray) or HxWxC image as the network's 1xCxHxW input in [0, 1]."""
+    planes = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    return torch.from_numpy(np.array(planes, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
+
+
 @torch.inference_mode()
 def pooled_features(network: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
     """The QF branch's pooled features of one image, as the restorer pools them for a small image."""
-    tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
+    tensor = as_tensor(pixels)
     feature_sum, count = network.quality_feature_sum(tensor)
     return (feature_sum[0] / count).numpy()
 
@@ -106,29 +125,40 @@ def pooled_features(network: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
 @torch.inference_mode()
 def psnr_curve(network: torch.nn.Module, case: Degraded, grid: Sequence[int] = QF_GRID) -> np.ndarray:
     """PSNR against the reference of the input restored at every QF of ``grid`` (one encoder pass)."""
-    tensor = torch.from_numpy(case.pixels).permute(2, 0, 1)[None].float() / 255.0
-    encoded = network.encode_tile(tensor)
+    encoded = network.encode_tile(as_tensor(case.pixels))
     values = []
     for quality in grid:
         control = torch.full((1, 1), qf_to_scalar(quality))
         restored = network.decode_tile(encoded, control)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        restored = restored[:, :, 0] if case.reference.ndim == 2 else restored
         values.append(psnr(case.reference, np.rint(restored * 255.0).astype(np.uint8)))
     return np.array(values, dtype=np.float32)
 
 
 def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, sides: Sequence[int] = PATCH_SIDES,
-            log: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict[str, np.ndarray]:
-    """``count`` patches through random chains: pooled features, PSNR curves and what made them."""
+            log: Callable[[str], None] = lambda line: print(line, flush=True),
+            save: Callable[[dict[str, np.ndarray]], None] | None = None, save_every: int = 25) -> dict[str, np.ndarray]:
+    """``count`` patches through random chains: pooled features, PSNR curves and what made them.
+
+    ``save`` gets what is gathered so far every ``save_every`` patches, so a collection cut short
+    on a busy machine still leaves its patches."""
     rng = np.random.default_rng(seed)
+    gray = model.is_gray
     network = model.network.float().eval()
     files = list_images(folders)
     features, curves, inputs, families, params, sizes = [], [], [], [], [], []
+
+    def gathered() -> dict[str, np.ndarray]:
+        return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
+                "family": np.array(families), "params": np.array(params), "side": np.array(sizes),
+                "grid": np.array(QF_GRID)}
+
     start = time.perf_counter()
     for index in range(count):
-        chain = draw_chain(rng)
+        chain = draw_chain(rng, gray)
         side = int(rng.choice(sides))
         with Image.open(files[int(rng.integers(len(files)))]) as image:
-            clean = np.asarray(image.convert("RGB"))
+            clean = np.asarray(image.convert("L" if gray else "RGB"))
         scale = chain.params[1] if chain.family == "resized" else 1.0
         region = random_region(clean, int(round(side / scale)) + 16, rng)
         case = chain.make(region, side)
@@ -140,11 +170,11 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
         families.append(chain.family)
         params.append(json.dumps(chain.params))
         sizes.append(min(case.pixels.shape[:2]))
-        if (index + 1) % 50 == 0:
+        if (index + 1) % save_every == 0:
             log(f"{index + 1}/{count} patches, {time.perf_counter() - start:.0f} s")
-    return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
-            "family": np.array(families), "params": np.array(params), "side": np.array(sizes),
-            "grid": np.array(QF_GRID)}
+            if save is not None:
+                save(gathered())
+    return gathered()
 
 
 def best_qf(curves: np.ndarray, grid: Sequence[int] = QF_GRID) -> np.ndarray:
@@ -213,11 +243,41 @@ def predict(network: torch.nn.Module, features: np.ndarray) -> np.ndarray:
     return np.array([scalar_to_qf(float(v)) for v in q])
 
 
+@torch.no_grad()
+def predict_quality(network: torch.nn.Module, features: np.ndarray) -> np.ndarray:
+    """The QF head's estimate (what ``auto`` calls the QF estimate) from the same pooled features."""
+    q = network.quality_from_features(torch.from_numpy(features).float())[:, 0].numpy()
+    return np.array([scalar_to_qf(float(v)) for v in q])
+
+
+def rule_three_report(data: dict[str, np.ndarray], strength: np.ndarray, quality: np.ndarray, rows: np.ndarray,
+                      strength_margin: float, quality_margin: float, high_save: float = 80, min_side: int = 64,
+                      ) -> dict[str, dict[str, float]]:
+    """What ``auto``'s rule 3 costs on the rows given, per chain family: among patches whose last save
+    was at least ``high_save`` (and at least ``min_side`` px), the mean PSNR lost (dB) against each
+    patch's best strength when restoring at the header, at the strength where it is ``strength_margin``
+    or more below the header (the strength alone), and there only when the QF estimate is also
+    ``quality_margin`` or more below it (both heads)."""
+    headers = np.array([header_of(f, p) for f, p in zip(data["family"], data["params"])])
+    rows = rows[(np.nan_to_num(headers[rows], nan=0.0) >= high_save) & (data["side"][rows] >= min_side)]
+    curves = torch.from_numpy(data["curves"][rows]).float()
+    header, strength, quality = headers[rows], strength[rows], quality[rows]
+    alone = np.where(header - strength >= strength_margin, strength, header)
+    both = np.where((header - strength >= strength_margin) & (header - quality >= quality_margin), strength, header)
+    lost = {name: regret(curves, torch.from_numpy(qfs).float()).numpy()
+            for name, qfs in (("header", header), ("strength_alone", alone), ("strength_and_qf_estimate", both))}
+    out = {}
+    for family in sorted(set(data["family"][rows])):
+        mask = data["family"][rows] == family
+        out[family] = {"patches": int(mask.sum()), **{f"{name}_db": float(v[mask].mean()) for name, v in lost.items()}}
+    return out
+
+
 def header_of(family: str, params: str) -> float:
     """The QF a chain's file header says (its last save), or NaN when it has none."""
     values = json.loads(params)
-    if family in ("single", "single444"):
-        return float(values[0])
+    if family in ("single", "single444", "single422", "custom", "sharpened"):
+        return float(values[0])  # custom tables: the libjpeg quality they were tilted from
     return float(values[1] if family in ("aligned", "shifted") else values[2]) if family != "clean" else float("nan")
 
 
@@ -242,9 +302,9 @@ def report(data: dict[str, np.ndarray], predicted: np.ndarray, rows: np.ndarray)
     return out
 
 
-def bundled_colour_model() -> LoadedModel:
-    """A fresh copy of the installed colour model (not the shared cached one: its head gets trained)."""
-    return load_weights(load_model(None, gray=False).source)
+def bundled_model(gray: bool = False) -> LoadedModel:
+    """A fresh copy of the installed colour or gray model (not the shared cached one: its head gets trained)."""
+    return load_weights(load_model(None, gray=gray).source)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -257,17 +317,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     gather.add_argument("--train-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "train")
     gather.add_argument("--threads", type=int, default=2)
     gather.add_argument("--sides", type=int, nargs="+", default=list(PATCH_SIDES), help="patch sides drawn from")
+    gather.add_argument("--gray", action="store_true", help="the bundled gray model, on gray patches")
     fit = sub.add_parser("fit", help="fit the QF head on collected patches and write the weights")
     fit.add_argument("--data", type=Path, nargs="+", required=True)
     fit.add_argument("--out", type=Path, required=True)
     fit.add_argument("--steps", type=int, default=3000)
     fit.add_argument("--holdout", type=float, default=0.2, help="share of patches kept out to report on")
+    fit.add_argument("--gray", action="store_true", help="fit the bundled gray model's head (on gray patches)")
     args = parser.parse_args(argv)
-    model = bundled_colour_model()
+    model = bundled_model(args.gray)
     if args.command == "collect":
         torch.set_num_threads(args.threads)
-        data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides)
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides,
+                       save=lambda partial: np.savez_compressed(args.out, **partial))
         np.savez_compressed(args.out, **data)
         print(f"wrote {len(data['curves'])} patches to {args.out}")
         return
@@ -282,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     before = predict(network, data["features"])
     fit_head(network, data["features"][kept], data["curves"][kept], steps=args.steps)
     after = predict(network, data["features"])
-    summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held)}
+    summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held),
+               "rule_3_held_out": rule_three_report(data, after, predict_quality(network, data["features"]), held,
+                                                    STRENGTH_MARGIN, HEAVIER_DAMAGE_MARGIN)}
     print(json.dumps(summary, indent=1))
     # The held-out patches only measured the fit; the shipped head is fitted on all of them.
     network = copy.deepcopy(model.network).float()
@@ -310,6 +375,7 @@ def save_qf_head_weights(model: LoadedModel, network: torch.nn.Module, out: Path
         "patches": summary.get("patches"),
         "held_out": summary.get("held_out_after"),
         "held_out_before": summary.get("held_out_before"),
+        "rule_3_held_out": summary.get("rule_3_held_out"),
         "added_to_sha256": card.get("sha256"),
     }
     return save_weights(network, out, model.config, name=model.name, dtype=dtype, extra=extra)

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"fbcnn qf: {error}", file=sys.stderr)
         return 2
-    from fbcnn_plugins.cli.progress import BatchProgress
+    from fbcnn_plugins.batch.progress import BatchProgress
     from fbcnn_plugins.cli.signals import Interrupted
 
     reports: list[dict] = []

@@ -5,9 +5,10 @@ exactly as the local run does: which files, which output name for each, which
 outputs already exist.  Only the restoration itself moves to the cluster:
 Ray Data's ``map_batches`` feeds one file at a time to a fixed pool of actors,
 each of which loads the model once (through the core's catalogue, as the
-local run does) and then restores and writes file after file with the local
-run's own per-file code.  That is why the outputs are the same files, byte for
-byte: the same reader, the same ``Restorer`` call, the same atomic writer.
+local run does) and then restores and writes file after file through the
+batch API the local run uses (``fbcnn_plugins.batch``).  That is why the
+outputs are the same files, byte for byte: the same reader, the same
+``Restorer`` call, the same atomic writer, the same claim on each output.
 
 Why actors and one file per block: loading the network is the expensive part
 of a worker's start, so a worker keeps it for the whole job; and a block of
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +41,11 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
+
+from fbcnn_plugins.batch import (
+    BatchProgress, FileRecord, Job, RestoreOptions, claim_path, remove_stale_temporaries, same_output_errors,
+    temporaries_of, wait_for_claim,
+)
 
 INSTALL_HINT = 'fbcnn restore --ray needs Ray: pip install "fbcnn-plugins[ray]" (or pip install "ray[data]")'
 #: A file whose worker dies this many times more is reported as failed instead of tried again.
@@ -100,7 +106,7 @@ def check_address(address: str) -> str | None:
 # -- the worker ------------------------------------------------------------------------------
 
 class RestoreWorker:
-    """A Ray Data actor: one loaded model, then file after file with the local run's per-file code."""
+    """A Ray Data actor: one loaded model, then file after file through the batch API, as the local run does."""
 
     def __init__(self, options: dict[str, Any], workdir: str, cpus: float) -> None:
         # Relative paths in the plan mean what they meant on the driver: the cluster shares its files.
@@ -110,91 +116,67 @@ class RestoreWorker:
         os.chdir(workdir)
         import torch
 
-        from fbcnn_plugins.cli import restore_cmd
-        from fbcnn_plugins.core.quality import parse_qf
+        from fbcnn_plugins.batch import RestoreOptions, make_restorer
 
         torch.set_num_threads(max(1, int(cpus)))
-        self.args = argparse.Namespace(**options)
-        self.qf = parse_qf(self.args.qf)
-        self.restorer = restore_cmd._make_restorer(self.args)
+        # Only a retried file finds its output here (the driver left out the ones there before the
+        # run, or another run wrote it meanwhile): it is done, not failed, unless --overwrite asks again.
+        self.options = RestoreOptions(**{**options, "skip_existing": not options["overwrite"]})
+        self.restorer = make_restorer(self.options)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        from fbcnn_plugins.batch import Job, restore_one
+
         records = [
-            json.dumps(self.restore(Path(source), Path(target)))
+            json.dumps(restore_one(Job(Path(source), Path(target)), self.restorer, self.options))
             for source, target in zip(batch["source"], batch["target"])
         ]
         return {"index": list(batch["index"]), "record": records}
 
-    def restore(self, source: Path, target: Path) -> dict[str, Any]:
-        from fbcnn_plugins.cli.restore_cmd import Job
-
-        if target.exists() and not self.args.overwrite:
-            # Only a retried file finds its output here: the driver left out the ones there before the run.
-            return {"input": str(source), "output": str(target), "skipped": "output exists"}
-        return restore_record(Job(source, target), self.restorer, self.qf, self.args)
-
-
-def restore_record(job, restorer, qf, args: argparse.Namespace) -> dict[str, Any]:
-    """One file restored and written, as the record the local run reports for it (errors included)."""
-    from fbcnn_plugins.cli.restore_cmd import _message, _restore_one
-
-    started = time.perf_counter()
-    record: dict[str, Any] = {"input": str(job.source), "output": str(job.target)}
-    try:
-        record.update(_restore_one(job, restorer, qf, args))
-        record["seconds"] = round(time.perf_counter() - started, 3)
-    except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch, as in the local run
-        record["error"] = _message(job, error)
-    return record
-
 
 # -- the driver ------------------------------------------------------------------------------
 
-def restore_on_ray(jobs: Sequence, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+def restore_on_ray(jobs: Sequence[Job], options: RestoreOptions, args: argparse.Namespace,
+                   results: list[FileRecord]) -> None:
     """Restore the planned ``jobs`` on the cluster, appending one record per job to ``results`` in plan order.
 
-    A job whose output exists is skipped without being sent (unless --overwrite): that is
-    what makes re-running the command resume it.  Raises RaySetupError when the job cannot
-    start; on a signal the records of the finished files are appended before it propagates.
+    ``options`` say how each file is restored, ``args`` carry the ``--ray`` options and the
+    report's (``quiet``, ``json``).  A job whose output exists is skipped without being sent
+    (unless --overwrite): that is what makes re-running the command resume it.  Raises
+    RaySetupError when the job cannot start; on a signal the records of the finished files are
+    appended before it propagates.
     """
-    from fbcnn_plugins.cli.progress import BatchProgress
-
     address = check_address(args.ray)
     check_ray_installed()
-    records: list[dict[str, Any] | None] = [None] * len(jobs)
-    claimed: dict[Path, Path] = {}  # output -> the input that produces it in this run
+    records: list[FileRecord | None] = [None] * len(jobs)
+    clashes = same_output_errors(jobs)
     todo = []
     for index, job in enumerate(jobs):
-        record = {"input": str(job.source), "output": str(job.target)}
-        target = job.target.resolve()
-        if target in claimed:
-            record["error"] = f"{job.source}: same output as {claimed[target]} ({job.target}); use -o FOLDER or rename"
-            records[index] = record
-        elif job.target.exists() and not args.overwrite:
-            records[index] = {**record, "skipped": "output exists"}
+        if index in clashes:
+            records[index] = clashes[index]
+        elif job.target.exists() and not options.overwrite:
+            records[index] = {"input": str(job.source), "output": str(job.target), "skipped": "output exists"}
         else:
             todo.append(index)
-        claimed.setdefault(target, job.source)
     if todo:
-        _check_model(args)
-    progress = BatchProgress(len(jobs), quiet=args.quiet)
+        _check_model(options)
+    progress = BatchProgress(len(jobs), quiet=args.quiet, show_results=not args.json and not args.quiet)
     done = 0
     for record in records:
         if record is not None:
             done += 1
-            _report(record, progress, args, f"[{done}/{len(jobs)}] ")
+            progress.finished(record, f"[{done}/{len(jobs)}] ")
     finished = False
     try:
         if todo:
-            for index, record in _run_on_cluster([jobs[i] for i in todo], todo, args, address):
+            for index, record in _run_on_cluster([jobs[i] for i in todo], todo, options, args, address):
                 records[index] = record
                 done += 1
-                _report(record, progress, args, f"[{done}/{len(jobs)}] ")
+                progress.finished(record, f"[{done}/{len(jobs)}] ")
         finished = True
     finally:
         progress.close()
-        for job in jobs:
-            _remove_leftover_parts(job.target)
+        _remove_lost_writes([jobs[i] for i in todo])
         for index, job in enumerate(jobs):
             if records[index] is None and index in todo and job.target.exists():
                 # Written by a worker (atomically, so complete) whose report was still on its way.
@@ -210,21 +192,22 @@ def restore_on_ray(jobs: Sequence, args: argparse.Namespace, results: list[dict[
         results.extend(r for r in records if r is not None)
 
 
-def _check_model(args: argparse.Namespace) -> None:
+def _check_model(options: RestoreOptions) -> None:
     """A wrong model name or file, or bad tiling, fails here before the cluster is touched."""
     from fbcnn_plugins.core.catalog import load_model
     from fbcnn_plugins.core.tiling import DEFAULT_TILE, check_tiling, default_overlap
 
-    tile = args.tile or DEFAULT_TILE
+    tile = options.tile or DEFAULT_TILE
     try:
-        check_tiling(tile, default_overlap(tile) if args.overlap is None else args.overlap)
-        if args.model is not None:
-            load_model(args.model)
+        check_tiling(tile, default_overlap(tile) if options.overlap is None else options.overlap)
+        if options.model is not None:
+            load_model(options.model)
     except Exception as error:
         raise RaySetupError(str(error)) from None
 
 
-def _run_on_cluster(jobs: Sequence, indices: list[int], args: argparse.Namespace, address: str | None):
+def _run_on_cluster(jobs: Sequence[Job], indices: list[int], options: RestoreOptions, args: argparse.Namespace,
+                    address: str | None):
     """Yield (plan index, record) as workers finish files, in whatever order they finish."""
     # Ray's and the workers' messages go to stderr: stdout carries only the report (--json).
     with contextlib.redirect_stdout(sys.stderr), _connected(address):
@@ -237,7 +220,6 @@ def _run_on_cluster(jobs: Sequence, indices: list[int], args: argparse.Namespace
         context.max_errored_blocks = -1  # a file given up after its retries is reported, not fatal
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         workers, resources = _worker_shape(ray.cluster_resources(), args)
-        options = {k: v for k, v in vars(args).items() if k != "run" and not callable(v)}
         rows = [{"index": i, "source": str(job.source), "target": str(job.target)} for i, job in zip(indices, jobs)]
         dataset = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
         with warnings.catch_warnings():
@@ -247,7 +229,7 @@ def _run_on_cluster(jobs: Sequence, indices: list[int], args: argparse.Namespace
             restored = dataset.map_batches(
                 RestoreWorker, batch_size=1, batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
-                fn_constructor_kwargs={"options": options, "workdir": os.getcwd(), "cpus": resources["num_cpus"]},
+                fn_constructor_kwargs={"options": dataclasses.asdict(options), "workdir": os.getcwd(), "cpus": resources["num_cpus"]},
                 runtime_env={"env_vars": fbcnn_environment()},
                 max_restarts=-1, max_task_retries=MAX_FILE_RETRIES, **resources,
             )
@@ -330,24 +312,18 @@ def _describe(cluster: dict[str, float]) -> str:
     return f"{cluster.get('CPU', 0):g} CPU, {cluster.get('GPU', 0):g} GPU"
 
 
-def _report(record: dict[str, Any], progress, args: argparse.Namespace, counter: str) -> None:
-    """The local run's lines for a finished file (in a log, with the count of files done)."""
-    prefix = "" if progress.tty else counter
-    for note in record.get("warnings", []):
-        progress.line(f"warning: {note}")
-    if "error" in record:
-        progress.line(f"{prefix}error: {record['error']}")
-    elif "skipped" in record:
-        if not args.quiet:
-            progress.line(f"{prefix}skipped {record['input']}: {record['skipped']}")
-    elif not args.json and not args.quiet:
-        frames = f", {record['frames']} frames" if record.get("frames", 1) > 1 else ""
-        progress.line(f"{prefix}{record['input']} -> {record['output']}  (QF {record['qf']}, {record['qf_source']}{frames})")
-    progress.advance()
+def _remove_lost_writes(jobs: Sequence[Job], *, grace_s: float = 20.0) -> None:
+    """The claim and temporary files of writes that a lost or stopped worker never finished.
 
-
-def _remove_leftover_parts(target: Path) -> None:
-    """Temporary files of writes that a lost worker never finished (atomic_target's naming)."""
-    if target.parent.is_dir():
-        for part in target.parent.glob(f".{glob.escape(target.stem)}.*.part{glob.escape(target.suffix)}"):
-            part.unlink(missing_ok=True)
+    They go once the file's claim is free: a worker that is still ending (a stop shuts the job's
+    workers down) gets ``grace_s`` in all to let go, and a file that another run sharing the
+    folder is writing keeps its files.
+    """
+    deadline = time.monotonic() + grace_s
+    for job in jobs:
+        if not (claim_path(job.target).exists() or temporaries_of(job.target)):
+            continue
+        claim = wait_for_claim(job.target, timeout_s=max(0.0, deadline - time.monotonic()))
+        if claim is not None:
+            with claim:
+                remove_stale_temporaries(job.target, older_than_s=0)

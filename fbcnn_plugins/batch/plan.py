@@ -16,32 +16,42 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
+from fbcnn_plugins.batch.records import FileRecord
 from fbcnn_plugins.files.formats import (
     OTHER_IMAGE_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS, XCF_SUFFIX, is_temporary_name,
 )
 
 OUTPUT_SUFFIXES = (*WRITE_FORMATS, XCF_SUFFIX)
+#: Added to an input's name to name its output when no output file is given.
+DEFAULT_SUFFIX = "_fbcnn"
 
 
 class PlanError(Exception):
     """The whole run is refused before any work (a usage error: exit status 2)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
+    """One file of a batch: ``source`` is read, ``target`` is written (never the same file)."""
+
     source: Path
     target: Path
 
 
 @dataclass
 class Plan:
+    """What a batch will do, decided before any work: the jobs, and the inputs left out and why."""
+
     jobs: list[Job] = field(default_factory=list)
     #: Inputs left alone on purpose, each {"input": ..., "skipped": why} (and "output" when known).
-    skipped: list[dict] = field(default_factory=list)
-    #: Inputs refused before any work, each {"input": ..., "error": ...}: patterns that matched
-    #: nothing, outputs whose names the file system cannot hold.
-    missing: list[dict] = field(default_factory=list)
+    skipped: list[FileRecord] = field(default_factory=list)
+    #: Inputs refused before any work, each {"input": ..., "error": ...} (and "output" when known):
+    #: patterns that matched nothing, outputs whose names the file system cannot hold.
+    missing: list[FileRecord] = field(default_factory=list)
+    #: Planned to resume: existing outputs were left out, and one that appears during the run is skipped too.
+    skip_existing: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ def check_suffix(suffix: str) -> None:
         raise PlanError(f"--suffix {suffix!r}: must not contain '/' (outputs go next to their input, or under -o)")
 
 
-def find_inputs(patterns: list[str], recursive: bool) -> tuple[list[Found], list[str]]:
+def find_inputs(patterns: Sequence[str], recursive: bool) -> tuple[list[Found], list[str]]:
     """Files named, in folders, or matched by globs (each once), plus the patterns that matched nothing."""
     found: list[Found] = []
     missing: list[str] = []
@@ -80,7 +90,7 @@ def find_inputs(patterns: list[str], recursive: bool) -> tuple[list[Found], list
             missing.append(pattern)
     unique, seen = [], set()
     for item in found:
-        key = item.path.resolve()
+        key = _resolved(item.path)
         if key not in seen:
             seen.add(key)
             unique.append(item)
@@ -121,26 +131,51 @@ def output_name(source: Path, suffix: str, fmt: str) -> str:
 
 
 def plan_batch(
-    patterns: list[str],
+    patterns: Sequence[str | os.PathLike[str]],
     *,
-    output: Path | None,
-    suffix: str,
-    fmt: str,
+    output: str | os.PathLike[str] | None = None,
+    suffix: str = DEFAULT_SUFFIX,
+    fmt: str = "png",
     recursive: bool = False,
     skip_existing: bool = False,
-    is_output=None,
+    is_output: Callable[[Path], bool] | None = None,
 ) -> Plan:
     """Inputs and their outputs, checked together; raises PlanError for a run that must not start.
 
+    ``patterns`` are files, folders (their images; with ``recursive`` also those of their
+    sub-folders) or glob patterns.  ``output`` is one output file (for one input) or a folder
+    that mirrors the input folders (default: each output beside its input, named with
+    ``suffix`` and the extension of ``fmt``).  With ``skip_existing`` an input whose output
+    exists becomes a skipped record instead of a job: that is how a batch resumes.
+
     ``is_output(path)`` tells whether a file found in a folder is an earlier run's output
     (default: our EXIF marker, read by ``fbcnn_plugins.files.images.is_restored_output``).
+
+    An output name longer than the file system allows becomes a record in ``Plan.missing``
+    (the other files go on); any other path the file system refuses while planning (a loop of
+    links, a name too long to look up) raises PlanError naming it, not a bare OSError.
     """
+    try:
+        return _plan(patterns, output=output, suffix=suffix, fmt=fmt, recursive=recursive,
+                     skip_existing=skip_existing, is_output=is_output)
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        raise PlanError(f"{where}{error.strerror or error}") from None
+
+
+def _plan(patterns: Sequence[str | os.PathLike[str]], *, output: str | os.PathLike[str] | None, suffix: str,
+          fmt: str, recursive: bool, skip_existing: bool, is_output: Callable[[Path], bool] | None) -> Plan:
+    if isinstance(patterns, (str, os.PathLike)):
+        raise TypeError("patterns: a list of files, folders or globs, not one string")
     check_suffix(suffix)
+    output = None if output is None else Path(output)
     if output is not None and not output.is_dir() and output.suffix.lower() in OTHER_IMAGE_SUFFIXES:
         raise PlanError(f"-o {output}: cannot write {output.suffix} files; "
                         f"name a {', '.join(sorted(s.lstrip('.') for s in WRITE_FORMATS))} file or a folder")
-    found, unmatched = find_inputs(patterns, recursive)
-    plan = Plan(missing=[{"input": p, "error": f"{p}: no such file or folder, or nothing matches"} for p in unmatched])
+    found, unmatched = find_inputs([os.fspath(p) for p in patterns], recursive)
+    missing: list[FileRecord] = [{"input": p, "error": f"{p}: no such file or folder, or nothing matches"}
+                                 for p in unmatched]
+    plan = Plan(skip_existing=skip_existing, missing=missing)
     if single_output_file(output) and len(found) > 1:
         raise PlanError(f"{len(found)} inputs need -o to name a folder, not the file {output}")
     if is_output is None:
@@ -152,7 +187,7 @@ def plan_batch(
         produced_by.setdefault(_resolved(targets[item.path]), item.path)
     kept: list[Found] = []
     for item in found:
-        source = item.path.resolve()
+        source = _resolved(item.path)
         producer = produced_by.get(source)
         if producer is not None and producer != item.path:
             if item.explicit:
@@ -204,10 +239,11 @@ def _target(item: Found, output: Path | None, suffix: str, fmt: str) -> Path:
 
 
 def _resolved(path: Path) -> Path:
-    """``path`` made absolute with its links followed; a name the file system refuses stays as it is."""
+    """``path`` made absolute with its links followed; a name the file system refuses, or a loop of
+    links (RuntimeError before Python 3.13), stays as it is."""
     try:
         return path.resolve()
-    except OSError:
+    except (OSError, RuntimeError):
         return path.absolute()
 
 

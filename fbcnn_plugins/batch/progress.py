@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 #: Images of at least this many pixels get stage lines (QF estimation, tiles) in plain mode.
 LARGE_IMAGE_PIXELS = 4_000_000
@@ -21,10 +21,13 @@ PLAIN_TILE_STEPS = (0.25, 0.5, 0.75)
 class BatchProgress:
     """Reports the progress of ``total`` files on ``stream`` (stderr by default)."""
 
-    def __init__(self, total: int, *, stream: TextIO | None = None, quiet: bool = False) -> None:
+    def __init__(self, total: int, *, stream: TextIO | None = None, quiet: bool = False,
+                 show_results: bool = True) -> None:
         self.stream = stream or sys.stderr
         self.total = total
         self.quiet = quiet
+        #: Whether a restored file gets its "input -> output (QF ...)" line (not when a JSON report follows).
+        self.show_results = show_results
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.index = 0
         self.current: Path | None = None
@@ -89,6 +92,25 @@ class BatchProgress:
                 self.stage(f"{done} of {total} tiles", shape)
 
         return report
+
+    def finished(self, record: Mapping[str, Any], counter: str = "") -> None:
+        """The lines that stay for a settled file (its warnings, then its error, skip or result); one step on.
+
+        ``counter`` ("[3/10] ") leads the lines in a log, where no bar shows how far the batch is.
+        """
+        prefix = "" if self.tty else counter
+        for note in record.get("warnings", []):
+            self.line(f"warning: {note}")
+        if "error" in record:
+            self.line(f"{prefix}error: {record['error']}")
+        elif "skipped" in record:
+            if not self.quiet:
+                self.line(f"{prefix}skipped {record['input']}: {record['skipped']}")
+        elif self.show_results and "qf" in record:
+            frames = f", {record['frames']} frames" if record.get("frames", 1) > 1 else ""
+            used = f"QF {record['qf']}, {record['qf_source']}{frames}"
+            self.line(f"{prefix}{record['input']} -> {record['output']}  ({used})")
+        self.advance()
 
     def advance(self) -> None:
         if self.bar is not None:

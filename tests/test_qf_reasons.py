@@ -1,0 +1,177 @@
+"""Every branch of the ``auto`` rule says in words the evidence it used, and only that.
+
+Each test gives :func:`decide` the evidence of one branch and checks the decision and the
+words against each other; the last ones do the same on real files (libjpeg through Pillow,
+the bundled models).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from fbcnn_plugins.cli.main import main
+from fbcnn_plugins.core.drawn_content import EdgeEvidence
+from fbcnn_plugins.core.qf_choice import (
+    CLEAN_QF, CUSTOM_TABLES, HEAVIER_DAMAGE_MARGIN, MIN_PREDICTION_SIDE, STRENGTH_MARGIN, decide, decide_qf,
+    header_estimate,
+)
+from fbcnn_plugins.core.quality import QFEstimate
+from fbcnn_plugins.core.restorer import Restorer
+from fbcnn_plugins.training.chains import decode, encode, tilted_tables
+from test_qf_choice import grid
+
+CUSTOM = QFEstimate(91, CUSTOM_TABLES, reason="closest libjpeg QF 91, 1.2 off per table entry")
+
+
+def test_an_earlier_grid_under_the_header_names_the_grid_and_the_header():
+    chosen = decide(60.0, 256, 256, header=90, dominant=grid(15, 0.9, (3, 5), True))
+    assert (chosen.qf, chosen.source) == (15, "dominant")
+    assert all(words in chosen.reason for words in ("QF 15", "(3, 5)", "depth 0.90", "header's QF 90"))
+
+
+def test_the_header_alone_says_so_and_mentions_no_grid():
+    chosen = decide(89.0, 256, 256, header=90)
+    assert (chosen.qf, chosen.source) == (90, "header")
+    assert "tables say QF 90" in chosen.reason and "grid" not in chosen.reason
+
+
+def test_a_header_the_grid_confirms_says_both():
+    chosen = decide(89.0, 256, 256, header=90, dominant=grid(90, 0.8))
+    assert (chosen.qf, chosen.source) == (90, "header")
+    assert "tables say QF 90" in chosen.reason and "grid agrees (FBCNN-D 90, depth 0.80)" in chosen.reason
+
+
+def test_a_low_strength_alone_does_not_overrule_a_single_save_and_the_words_say_why():
+    """The astronaut's case: header and grid at 90, the strength head at 65, the QF estimate at 90."""
+    chosen = decide(89.9, 256, 256, header=90, dominant=grid(90, 0.8), strength=65.4)
+    assert (chosen.qf, chosen.source) == (90, "header")
+    assert "strength head reads heavier damage (QF 65.4)" in chosen.reason
+    assert "QF estimate (89.9)" in chosen.reason and "nothing else points to an earlier save" in chosen.reason
+
+
+def test_heavier_damage_seen_by_both_heads_names_both_and_the_last_save():
+    predicted = 90.0 - HEAVIER_DAMAGE_MARGIN - 1
+    chosen = decide(predicted, 256, 256, header=90, strength=90.0 - STRENGTH_MARGIN - 10)
+    assert (chosen.qf, chosen.source) == (65, "predicted")
+    assert all(words in chosen.reason for words in ("strength QF 65.0", f"QF estimate {predicted:.1f}", "header's QF 90",
+                                                     "resized or edited"))
+
+
+def test_heavier_damage_without_a_strength_head_says_how_far_the_qf_was_pushed():
+    chosen = decide(84.0, 256, 256, header=90)
+    assert (chosen.qf, chosen.source) == (60, "predicted")  # 84 - 4 x 6
+    assert "QF 84.0" in chosen.reason and "4x the gap" in chosen.reason and "header's QF 90" in chosen.reason
+
+
+def test_a_full_chroma_header_says_which_qf_it_was_mapped_to():
+    chosen = decide(50.0, 256, 256, header=50, header_chroma="4:4:4")
+    assert chosen.source == "header" and chosen.qf > 55
+    assert "4:4:4" in chosen.reason and chosen.reason.endswith(f"so QF {chosen.qf}")
+
+
+def test_a_grid_without_a_header_says_there_is_no_header():
+    chosen = decide(40.0, 256, 256, dominant=grid(40, 0.9))
+    assert (chosen.qf, chosen.source) == (40, "dominant")
+    assert chosen.reason.startswith("no JPEG header;") and "grid at QF 40" in chosen.reason
+
+
+def test_custom_tables_are_named_with_their_closest_qf_and_why_they_were_not_trusted():
+    chosen = decide(75.0, 256, 256, dominant=grid(72, 0.9), custom_header=CUSTOM)
+    assert (chosen.qf, chosen.source) == (72, "dominant")
+    assert "no JPEG header" not in chosen.reason
+    assert all(words in chosen.reason for words in ("non-standard tables", "closest libjpeg QF 91", "not trusted",
+                                                     "grid at QF 72"))
+    # Without a trusted grid the file is still a JPEG: never "clean", restored at the QF estimate.
+    for evidence in (dict(dominant=grid(None, None)), dict(dominant=grid(91, 0.41)), {}):
+        chosen = decide(91.5, 256, 256, custom_header=CUSTOM, strength=60.0, **evidence)
+        assert (chosen.qf, chosen.source) == (92, "predicted"), evidence
+        assert "non-standard tables" in chosen.reason and "QF estimate reads (91.5)" in chosen.reason
+        assert "no JPEG header" not in chosen.reason and "never compressed" not in chosen.reason
+    # Tables as fine as libjpeg's QF 95 or more (a camera's): the clean test decides, in those words.
+    fine = QFEstimate(99, CUSTOM_TABLES, reason="closest libjpeg QF 99, 0.0 off per table entry")
+    clean = decide(93.0, 256, 256, dominant=grid(None, None), custom_header=fine)
+    assert clean.source == "clean" and "non-standard tables" in clean.reason
+    assert "compressed too lightly to restore (tables as fine as libjpeg's QF 99)" in clean.reason
+    assert decide(60.0, 256, 256, dominant=grid(None, None), custom_header=fine, strength=44.0).qf == 44
+
+
+def test_drawn_content_names_the_share_of_exact_edges():
+    chosen = decide(30.0, 256, 256, dominant=grid(23, 0.15), edges=EdgeEvidence(0.71, 12))
+    assert (chosen.qf, chosen.source) == (CLEAN_QF, "clean")
+    assert "71% of the pixel pairs" in chosen.reason and "drawn content" in chosen.reason
+    assert "too shallow" in chosen.reason and "no JPEG header" in chosen.reason
+
+
+def test_a_small_image_says_the_prediction_cannot_tell():
+    chosen = decide(70.0, 32, 32)
+    assert (chosen.qf, chosen.source) == (CLEAN_QF, "clean")
+    assert "too small for FBCNN-D" in chosen.reason and "QF 70.0" in chosen.reason
+    assert "cannot tell mild compression from none" in chosen.reason
+
+
+@pytest.mark.parametrize("height, width", [(1, 3000), (3000, 1), (MIN_PREDICTION_SIDE - 1, 400)])
+def test_a_thin_image_is_left_as_it_is_and_the_words_say_why(height, width):
+    chosen = decide(22.0, height, width, strength=15.0)
+    assert (chosen.qf, chosen.source) == (CLEAN_QF, "clean")
+    assert f"{width}x{height}" in chosen.reason and f"thinner than the {MIN_PREDICTION_SIDE} px" in chosen.reason
+    assert "nothing says it was compressed" in chosen.reason
+    # Its JPEG header does say so.
+    assert (decide(22.0, height, width, header=40).qf, decide(22.0, height, width, header=40).source) == (40, "header")
+    custom = decide(22.0, height, width, custom_header=CUSTOM)
+    assert (custom.qf, custom.source) == (91, "header") and "only evidence there is" in custom.reason
+
+
+def test_little_damage_without_a_header_says_never_compressed():
+    chosen = decide(93.0, 256, 256, dominant=grid(None, None))
+    assert (chosen.qf, chosen.source) == (CLEAN_QF, "clean")
+    assert "FBCNN-D finds no JPEG grid" in chosen.reason and "little damage (QF 93.0)" in chosen.reason
+    assert "never compressed" in chosen.reason
+
+
+def test_no_header_and_no_grid_name_the_estimate_used():
+    with_strength = decide(60.0, 200, 200, dominant=grid(None, None), strength=41.0)
+    assert (with_strength.qf, with_strength.source) == (41, "predicted")
+    assert "strength estimate" in with_strength.reason and "QF estimate: 60.0" in with_strength.reason
+    without = decide(60.0, 200, 200, dominant=grid(None, None))
+    assert (without.qf, without.source) == (60, "predicted") and without.reason.endswith("the network's prediction")
+
+
+# -- on real files -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def restorer(bundled_color_model) -> Restorer:
+    return Restorer(bundled_color_model, device="cpu")
+
+
+def test_the_astronaut_saved_once_at_90_is_restored_at_its_header(tmp_path, restorer):
+    path = tmp_path / "astronaut.jpg"
+    path.write_bytes(encode(data.astronaut(), 90))
+    decision = decide_qf(restorer, decode(path.read_bytes()), jpeg_path=path)
+    assert decision.qf >= 85 and decision.source == "header", decision.reason
+
+
+def test_a_file_with_custom_tables_is_described_as_such(tmp_path, restorer):
+    image = np.ascontiguousarray(data.astronaut()[100:356, 100:356])
+    path = tmp_path / "custom.jpg"
+    path.write_bytes(encode(image, 50, qtables=tilted_tables(50)))
+    header = header_estimate(path, 256, 256)
+    assert header is not None and header.source == CUSTOM_TABLES and "off per table entry" in header.reason
+    decision = decide_qf(restorer, decode(path.read_bytes()), jpeg_path=path)
+    assert "non-standard tables" in decision.reason and "no JPEG header" not in decision.reason
+    assert decision.header is None and decision.source != "clean"
+
+
+def test_a_one_pixel_strip_of_noise_is_left_exactly_as_it_is(tmp_path, capsys):
+    noise = np.random.default_rng(3).integers(0, 256, (1, 3000, 3), dtype=np.uint8)
+    source, out = tmp_path / "strip.png", tmp_path / "strip-out.png"
+    Image.fromarray(noise).save(source)
+    assert main(["restore", str(source), "-o", str(out), "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)["files"]
+    assert record["qf_source"] == "clean", record
+    with Image.open(out) as restored:
+        assert np.array_equal(np.asarray(restored.convert("RGB")), noise)
