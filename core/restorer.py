@@ -137,10 +137,11 @@ class Restorer:
         measured best on the damage the model is for: JPEG chains for the photo model, codec
         frames for the video model); the QF head's for models without one.
         """
-        mean = self.pooled_quality_features(image, network)
-        if getattr(network, "has_strength_head", False):
-            return scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
-        return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+        with torch.inference_mode():
+            mean = self.pooled_quality_features(image, network)
+            if getattr(network, "has_strength_head", False):
+                return scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
+            return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
 
     def predict_qf(self, image: np.ndarray) -> float:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
