@@ -138,10 +138,8 @@ class Restorer:
         frames for the video model); the QF head's for models without one.
         """
         with torch.inference_mode():
-            mean = self.pooled_quality_features(image, network)
-            if getattr(network, "has_strength_head", False):
-                return scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
-            return scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+            quality, strength = head_estimates(self.pooled_quality_features(image, network), network)
+        return quality if strength is None else strength
 
     def predict_qf(self, image: np.ndarray) -> float:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
@@ -161,10 +159,7 @@ class Restorer:
             color = np.repeat(color, 3, axis=2)
         with torch.inference_mode():
             mean = self.pooled_quality_features(torch.from_numpy(color).permute(2, 0, 1)[None], network)
-            quality = scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
-            if not getattr(network, "has_strength_head", False):
-                return quality, None
-            return quality, scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
+            return head_estimates(mean, network)
 
     # -- restoration -------------------------------------------------------------
     def restore(
@@ -298,6 +293,14 @@ class Restorer:
         """A CPU tensor on the device, in the compute precision and channels-last layout."""
         tensor = tensor.to(self.device, self.io_dtype, non_blocking=True)
         return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def head_estimates(mean: torch.Tensor, network: torch.nn.Module) -> tuple[float, float | None]:
+    """The QF head's estimate and the strength head's (None without one) from pooled encoder features."""
+    quality = scalar_to_qf(float(network.quality_from_features(mean).float().cpu()))
+    if not getattr(network, "has_strength_head", False):
+        return quality, None
+    return quality, scalar_to_qf(float(network.strength_from_features(mean).float().cpu()))
 
 
 def sample_indices(count: int) -> list[int]:
