@@ -16,6 +16,7 @@ at each fixed strength, and the VapourSynth deblockers that are installed (``deb
 
     python benchmarks/bench_video.py                       # 4 photos x 16 frames, 480x272
     python benchmarks/bench_video.py --photos 8 --frames 24 --json video.json
+    python benchmarks/bench_video.py --speed 1920x1080 --frames 4   # fps, video model against photo model
 """
 
 from __future__ import annotations
@@ -180,6 +181,27 @@ def run(photos: list[np.ndarray], encodings: list[Encoding], *, frames: int, wid
     return rows
 
 
+def filter_speed(width: int, height: int, frames: int, rounds: int = 2) -> dict[str, float]:
+    """Frames per second of ``fbcnn(clip)`` with the video model and with the photo model on the same
+    YUV frames, alternating rounds so that a shared machine's drift hits both alike."""
+    rng = np.random.default_rng(0)
+    pictures = [np.clip(rng.normal(128, 40, (height, width, 3)), 0, 255).astype(np.uint8) for _ in range(frames)]
+    rgb = source_clip(np.stack(pictures), core.std.BlankClip(width=width, height=height, format=vs.RGB24))
+    yuv = core.resize.Bicubic(rgb, format=vs.YUV420P8, matrix_s="709")
+    photo_model = default_model_entry(False).name
+    filters = {"video model (default)": fbcnn(yuv), f"{photo_model}": fbcnn(yuv, model=photo_model)}
+    for clip in filters.values():  # one frame each first: the compile and the first tile shapes
+        clip.get_frame(0)
+    seconds = {name: 0.0 for name in filters}
+    for _ in range(rounds):
+        for name, clip in filters.items():
+            started = time.perf_counter()
+            for n in range(1, frames):
+                clip.get_frame(n)
+            seconds[name] += time.perf_counter() - started
+    return {name: rounds * (frames - 1) / value for name, value in seconds.items()}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| clip | kbit/s | method | best setting | Y gain (dB) | RGB gain (dB) | flicker (decoded) |",
              "|---|---|---|---|---|---|---|"]
@@ -205,12 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codec", action="append", choices=["mpeg2", "h264", "hevc", "mjpeg"],
                         help="only these codecs (repeatable; default: all)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--speed", metavar="WxH", help="instead: the filter's fps at this frame size, video model against "
+                        "photo model (e.g. 1920x1080)")
     args = parser.parse_args(argv)
     try:
         check_tools()
     except RuntimeError as error:
         print(f"bench_video: {error}", file=sys.stderr)
         return 2
+    if args.speed:
+        width, height = (int(v) for v in args.speed.split("x"))
+        for name, fps in filter_speed(width, height, args.frames).items():
+            print(f"{args.speed} {name}: {fps:.3f} fps")
+        return 0
     encodings = [e for e in ENCODINGS if not args.codec or e.codec in args.codec]
     rows = run(load_photos(args.val, args.photos), encodings, frames=args.frames, width=args.width, height=args.height,
                seed=args.seed)

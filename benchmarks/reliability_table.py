@@ -7,7 +7,9 @@ printed, and what changed on disk.  The table in docs/reliability.md is this scr
     .venv/bin/python benchmarks/reliability_table.py --write docs/reliability.md
 
 (without ``--write`` it prints the table).  It takes a few minutes: every case starts a
-fresh interpreter with PyTorch, as a user's command would.
+fresh interpreter with PyTorch, as a user's command would.  ``-k TEXT`` (repeatable) runs only
+the cases whose description contains one of the texts; with ``--write`` their rows are
+replaced in the table and the other rows are kept as they are.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class Case:
     signal_after_first_output: int | None = None
     command: str = "restore"
     notes: list[str] = field(default_factory=list)
+    #: Undoes what ``setup`` did outside the folder's files (a mounted file system).
+    cleanup: Callable[[Path], None] = lambda folder: None
+    #: Runs this instead of ``fbcnn COMMAND ARGS``: for the Python API and for shell pipelines.
+    argv: list[str] | None = None
+    shown: str | None = None  # the command as the table shows it, for ``argv`` cases
+    #: Looks at the outputs after the run and says in a few words what they hold (kept metadata...).
+    verify: Callable[[Path], str] | None = None
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -209,6 +218,185 @@ def weights(kind: str) -> Callable[[Path], None]:
     return make
 
 
+# -- issue 30: phone files, hostile checkpoints and XCFs, full disks, silent losses -----------------------
+
+def camera_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = "Phonecam"
+    return exif.tobytes()
+
+
+def mpo(folder: Path) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(photo()).save(folder / "phone.jpg", format="MPO", save_all=True, quality=30,
+                                  append_images=[Image.fromarray(photo(32, 40, seed=1))], exif=camera_exif(),
+                                  icc_profile=icc)
+
+
+def xcf(folder: Path, name: str = "small.xcf", width: int = 64, height: int = 64, *, shared_tile: bool = False,
+        damage_trailer: bool = False) -> None:
+    """An XCF (version 11, 8-bit RGB, zlib tiles, one layer) laid out as GIMP 3 writes it."""
+    import struct
+    import zlib
+
+    pixels = photo(64, 64)
+    tiles = -(-width // 64) * -(-height // 64)
+    blob = bytearray(zlib.compress(pixels.tobytes()))
+    if damage_trailer:
+        blob[-1] ^= 0xFF
+    blobs = [bytes(blob)] if shared_tile or tiles == 1 else None
+    if blobs is None:
+        raise ValueError("this writer makes one-tile layers, or layers whose tiles share one")
+    name_bytes = b"Background\0"
+    head = b"gimp xcf v011\0" + struct.pack(">IIII", width, height, 0, 150) + struct.pack(">II", 17, 1) + b"\2" + bytes(8)
+    layer_at = len(head) + 24
+    layer = struct.pack(">IIII", width, height, 0, len(name_bytes)) + name_bytes + bytes(8)
+    hierarchy_at = layer_at + len(layer) + 16
+    level_at = hierarchy_at + 28
+    tile_at = level_at + 8 + 8 * tiles + 8
+    data = head + struct.pack(">QQQ", layer_at, 0, 0) + layer + struct.pack(">QQ", hierarchy_at, 0)
+    data += struct.pack(">III", width, height, 3) + struct.pack(">QQ", level_at, 0) + struct.pack(">II", width, height)
+    data += struct.pack(">Q", tile_at) * tiles + bytes(8) + blobs[0]
+    (folder / name).write_bytes(data)
+
+
+def colour_key(folder: Path) -> None:
+    pixels = photo()
+    pixels[:16] = 0
+    Image.fromarray(pixels).save(folder / "keyed.png", transparency=(0, 0, 0))
+
+
+def full_disk(folder: Path) -> None:
+    """A 1 MiB tmpfs at disk/ holding an earlier output, then filled to its last 8 KiB (needs root)."""
+    disk = folder / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (160, 192, 3), dtype=np.uint8)).save(folder / "noise.png")
+    subprocess.run([*FBCNN, "restore", "noise.png", "-o", "disk/out.jpg", "--qf", "90", "-q"], cwd=folder, check=True,
+                   capture_output=True)
+    fd = os.open(disk / "filler", os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+    try:
+        while os.write(fd, bytes(4096)):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    os.truncate(disk / "filler", max(0, (disk / "filler").stat().st_size - 8192))
+
+
+def unmount(folder: Path) -> None:
+    subprocess.run(["umount", str(folder / "disk")], check=False, capture_output=True)
+
+
+def earlier_bmp_and_xcf_outputs(folder: Path) -> None:
+    jpeg(folder, "b.jpg")
+    xcf(folder)
+    subprocess.run([*FBCNN, "restore", ".", "--qf", "30", "--format", "bmp", "-q"], cwd=folder, check=True,
+                   capture_output=True)
+
+
+def palette_tiff(folder: Path) -> None:
+    Image.fromarray(photo()).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "in.tif")
+
+
+def long_names(folder: Path) -> None:
+    jpeg(folder, "a" * 248 + ".jpg")  # a legal name; its output's (258 bytes) is not
+    jpeg(folder, "b.jpg", seed=1)
+
+
+def looped_links(folder: Path) -> None:
+    (folder / "shots" / "day").mkdir(parents=True)
+    jpeg(folder / "shots" / "day", "a.jpg")
+    for name, target in (("up", ".."), ("up2", "../.."), ("up3", "..")):
+        os.symlink(target, folder / "shots" / "day" / name)
+
+
+def checkpoint(**changes) -> Callable[[Path], None]:
+    """A real training run's checkpoint (tiny network, no steps) under run/, with entries changed."""
+    def make(folder: Path) -> None:
+        import torch
+
+        from fbcnn_plugins.training.config import TrainConfig
+        from fbcnn_plugins.training.trainer import Trainer
+
+        (folder / "train").mkdir()
+        Image.fromarray(photo(96, 96)).save(folder / "train" / "a.png")
+        config = TrainConfig(name="fbcnn-color-test", network="tiny", gray=False, train_dirs=[str(folder / "train")],
+                             val_dirs=[str(folder / "train")], patch_size=32, batch_size=2, workers=0, val_images=1,
+                             val_crop=64)
+        path = Trainer(config, folder / "run", log=lambda _: None).save()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state.update(changes)
+        torch.save(state, path)
+    return make
+
+
+def fifo_named(name: str) -> Callable[[Path], None]:
+    def make(folder: Path) -> None:
+        jpeg(folder)
+        os.mkfifo(folder / name)
+    return make
+
+
+def rgba(folder: Path) -> None:
+    Image.fromarray(np.dstack([photo(), np.full(photo().shape[:2], 128, np.uint8)])).save(folder / "clear.png")
+
+
+def big_exif(folder: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Phonecam"
+    exif[0x010E] = ""
+    exif[0x010E] = "x" * (65_530 - len(exif.tobytes()))
+    Image.fromarray(photo()).save(folder / "big.jpg", quality=30, exif=exif.tobytes())
+
+
+MATRIX_SNIPPET = (
+    "import numpy as np; from fbcnn_plugins.core.restorer import Restorer; "
+    "gray = np.asarray(__import__('PIL.Image', fromlist=['Image']).open('photo.jpg').convert('L')); "
+    "out = Restorer(device='cpu').restore(np.matrix(gray), 30).image; "
+    "print(type(out).__name__, out.shape, out.dtype)"
+)
+
+
+def describe(name: str) -> Callable[[Path], str]:
+    """What an output holds: size, mode, pages, and which metadata it kept."""
+    def look(folder: Path) -> str:
+        path = folder / name
+        if not path.exists():
+            return f"{name}: not written"
+        with Image.open(path) as image:
+            facts = [f"{image.size[0]}x{image.size[1]} {image.mode}"]
+            if getattr(image, "n_frames", 1) > 1:
+                facts.append(f"{image.n_frames} frames")
+            exif = image.getexif()
+            if exif.get(0x010F):
+                facts.append(f"EXIF Make {exif[0x010F]}")
+            for key, label in (("icc_profile", "ICC"), ("xmp", "XMP")):
+                if image.info.get(key):
+                    facts.append(label)
+            if image.mode in ("RGBA", "LA"):
+                alpha = np.asarray(image.getchannel("A"))
+                facts.append(f"{np.mean(alpha == 0):.0%} transparent")
+        return f"{name}: " + ", ".join(facts)
+    return look
+
+
+def compare(name: str, source: str) -> Callable[[Path], str]:
+    """How far an output is from its input (mean absolute difference, 8-bit RGB): small means the same picture."""
+    def look(folder: Path) -> str:
+        if not (folder / name).exists():
+            return f"{name}: not written"
+        with Image.open(folder / source) as a, Image.open(folder / name) as b:
+            left, right = np.asarray(a.convert("RGB"), dtype=float), np.asarray(b.convert("RGB"), dtype=float)
+        if left.shape != right.shape:
+            return f"{name}: {right.shape[1]}x{right.shape[0]}, not the input's size"
+        return f"{name}: mean difference to the input {np.abs(left - right).mean():.1f}"
+    return look
+
+
 CASES = [
     Case("a good JPEG", ["photo.jpg"], jpeg),
     Case("a missing file", ["nope.jpg"]),
@@ -263,6 +451,32 @@ CASES = [
     Case("a JPEG whose EXIF orientation is text", ["odd.jpg"], ascii_orientation),
     Case("`fbcnn qf` on gray+alpha", ["gray-alpha.png"], gray_alpha, command="qf"),
     Case("`fbcnn qf` on a FIFO and a good file", ["pipe.jpg", "photo.jpg"], both(fifo, jpeg), command="qf"),
+    Case("a camera MPO (photo, EXIF, ICC, a second image after it)", ["phone.jpg"], mpo,
+         verify=describe("phone_fbcnn.png")),
+    Case("`fbcnn export` of a checkpoint whose name is a path", ["run"],
+         checkpoint(config_name="../../../../../../../../tmp/evil"), command="export"),
+    Case("an XCF declaring a 10000x10000 layer over one shared tile", ["bomb.xcf"],
+         lambda folder: xcf(folder, "bomb.xcf", 10000, 10000, shared_tile=True)),
+    Case("re-run with another --suffix on BMP and XCF outputs", [".", "--format", "bmp", "--suffix", "_v2",
+         "--skip-existing", "--qf", "30"], earlier_bmp_and_xcf_outputs),
+    Case("a PNG with a colour key (tRNS)", ["keyed.png"], colour_key, verify=describe("keyed_fbcnn.png")),
+    Case("an input whose output name is longer than the file system allows", [".", "--qf", "30"], long_names),
+    Case("an output name of exactly 255 bytes", [".", "--qf", "30"], lambda folder: jpeg(folder, "c" * 245 + ".jpg")),
+    Case("a full disk (1 MiB tmpfs), --overwrite an earlier output", ["noise.png", "-o", "disk/out.jpg", "--overwrite"],
+         full_disk, cleanup=unmount),
+    Case("a palette TIFF, -o a TIFF", ["in.tif", "-o", "out.tif"], palette_tiff, verify=compare("out.tif", "in.tif")),
+    Case("--suffix \"\" --overwrite beside the user's own a.png", [".", "--suffix", "", "--overwrite", "--qf", "30"],
+         same_output_names, shown='fbcnn restore . --suffix "" --overwrite --qf 30'),
+    Case("a FIFO named .xcf", ["pipe.xcf"], fifo_named("pipe.xcf")),
+    Case("a recursive glob through links to parent folders", ["shots/**/*.jpg", "--recursive", "--qf", "30"],
+         looped_links),
+    Case("an np.matrix given to the Python API", [], jpeg, argv=[sys.executable, "-c", MATRIX_SNIPPET],
+         shown="Restorer().restore(np.matrix(gray), 30)"),
+    Case("RGBA, -o a JPEG", ["clear.png", "-o", "clear.jpg"], rgba),
+    Case("a JPEG with 64 KB of EXIF, -o a JPEG", ["big.jpg", "-o", "out.jpg"], big_exif, verify=describe("out.jpg")),
+    Case("`fbcnn models --json` into a closed pipe", [],
+         argv=["sh", "-c", f"{sys.executable} -m fbcnn_plugins.cli.main models --json | head -c 0"],
+         shown="fbcnn models --json \\| head -c 0"),
 ]
 
 
@@ -276,30 +490,38 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def run_case(case: Case) -> dict:
     with tempfile.TemporaryDirectory(prefix="fbcnn-reliability-") as name:
         folder = Path(name)
-        case.setup(folder)
-        before = snapshot(folder)
-        command = [*FBCNN, case.command, *case.args]
-        started = time.perf_counter()
-        child = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if case.signal_after_first_output:
-            while child.poll() is None and not list(folder.glob("batch/*_fbcnn.png")):
-                time.sleep(0.05)
-            child.send_signal(case.signal_after_first_output)
         try:
-            out, err = child.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            out, err = child.communicate()
-            err += "\n(killed after 600 s: hung)"
-        seconds = time.perf_counter() - started
-        after = snapshot(folder)
-        added = sorted(set(after) - set(before))
-        changed = sorted(p for p in set(after) & set(before) if after[p] != before[p])
-        removed = sorted(set(before) - set(after))
-        prefix = f"{folder.resolve()}/"
-        return {"case": case, "status": child.returncode, "stdout": out.replace(prefix, ""),
-                "stderr": err.replace(prefix, ""), "seconds": seconds, "added": added, "changed": changed,
-                "removed": removed, "parts": [p for p in added if ".part" in p]}
+            case.setup(folder)
+            return _run_in(case, folder)
+        finally:
+            case.cleanup(folder)
+
+
+def _run_in(case: Case, folder: Path) -> dict:
+    before = snapshot(folder)
+    command = case.argv or [*FBCNN, case.command, *case.args]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if case.signal_after_first_output:
+        while child.poll() is None and not list(folder.glob("batch/*_fbcnn.png")):
+            time.sleep(0.05)
+        child.send_signal(case.signal_after_first_output)
+    try:
+        out, err = child.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        err += "\n(killed after 600 s: hung)"
+    seconds = time.perf_counter() - started
+    after = snapshot(folder)
+    added = sorted(set(after) - set(before))
+    changed = sorted(p for p in set(after) & set(before) if after[p] != before[p])
+    removed = sorted(set(before) - set(after))
+    prefix = f"{folder.resolve()}/"
+    checked = case.verify(folder) if case.verify else ""
+    return {"case": case, "status": child.returncode, "stdout": out.replace(prefix, ""),
+            "stderr": err.replace(prefix, ""), "seconds": seconds, "added": added, "changed": changed,
+            "removed": removed, "parts": [p for p in added if ".part" in p], "checked": checked}
 
 
 def message(result: dict) -> str:
@@ -323,7 +545,9 @@ def disk(result: dict) -> str:
         parts.append("removed: " + ", ".join(_short(result["removed"])))
     if result["parts"]:
         parts.append("**temporary files left: " + ", ".join(result["parts"]) + "**")
-    return "; ".join(parts) or "nothing"
+    if result.get("checked"):
+        parts.append(result["checked"])
+    return ("; ".join(parts) or "nothing").replace("|", "\\|")
 
 
 def _short(paths: list[str], limit: int = 4) -> list[str]:
@@ -334,17 +558,34 @@ def table(results: list[dict]) -> str:
     rows = ["| case | command | exit | message (stderr) | left on disk |", "|---|---|---|---|---|"]
     for result in results:
         case = result["case"]
-        command = " ".join(["fbcnn", case.command, *case.args])
+        command = case.shown or " ".join(["fbcnn", case.command, *case.args])
         rows.append(f"| {case.what} | `{command}` | {result['status']} | {message(result)} | {disk(result)} |")
     return "\n".join(rows) + "\n"
+
+
+def merged_table(old: str, new: str) -> str:
+    """The rows of ``new`` in place of the same cases' rows of ``old``, every row in the order of CASES."""
+    def rows(text: str) -> dict[str, str]:
+        found = {}
+        for line in text.strip().splitlines()[2:]:
+            what = line.split(" | ", 1)[0].removeprefix("| ").strip()
+            found[what] = line
+        return found
+
+    kept, fresh = rows(old), rows(new)
+    lines = new.strip().splitlines()[:2]
+    lines += [fresh.get(case.what.replace("|", "\\|")) or kept.get(case.what.replace("|", "\\|")) or ""
+              for case in CASES]
+    return "\n".join(line for line in lines if line) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", type=Path, help="replace the table between the markers in this Markdown file")
-    parser.add_argument("-k", dest="only", help="run only cases whose description contains this text")
+    parser.add_argument("-k", dest="only", action="append",
+                        help="run only cases whose description contains this text (repeatable)")
     args = parser.parse_args()
-    cases = [c for c in CASES if not args.only or args.only in c.what]
+    cases = [c for c in CASES if not args.only or any(text in c.what for text in args.only)]
     results = []
     for case in cases:
         result = run_case(case)
@@ -356,7 +597,9 @@ def main() -> int:
         if START not in document or END not in document:
             raise SystemExit(f"{args.write}: no {START} ... {END} markers to put the table between")
         head, rest = document.split(START, 1)
-        _, tail = rest.split(END, 1)
+        old, tail = rest.split(END, 1)
+        if args.only:
+            text = merged_table(old, text)
         args.write.write_text(f"{head}{START}\n{text}{END}{tail}")
     else:
         print(text)

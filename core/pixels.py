@@ -32,10 +32,19 @@ class SplitImage:
         return self.color.shape[2] == 1
 
 
-def split_image(image: np.ndarray) -> SplitImage:
-    """Validate an array and split it into float colour channels and untouched alpha."""
+def plain_array(image: np.ndarray) -> np.ndarray:
+    """``image`` as a plain ndarray: subclasses (np.matrix, memmap...) change what indexing and reshaping
+    do, which the tiling code relies on.  A masked array is refused: its mask would be dropped silently."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a numpy array, got {type(image).__name__}")
+    if isinstance(image, np.ma.MaskedArray):
+        raise TypeError("masked arrays are not supported: fill the masked pixels (image.filled(...)) first")
+    return image if type(image) is np.ndarray else np.asarray(image)
+
+
+def split_image(image: np.ndarray) -> SplitImage:
+    """Validate an array and split it into float colour channels and untouched alpha."""
+    image = plain_array(image)
     dtype = image.dtype
     if dtype not in SCALES:
         raise TypeError(f"unsupported pixel type {dtype}; use uint8, uint16 or float32")

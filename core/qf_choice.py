@@ -56,6 +56,7 @@ from PIL import Image
 from .drawn_content import EdgeEvidence, exact_edge_share
 from .qf_estimation import NEAR_QF, DominantQF, dominant_quality, header_quality
 from .quality import QF_MAX, QFEstimate, clamp_qf
+from .pixels import plain_array
 from .restorer import RestoreResult, Restorer
 
 #: The source of a header estimate from non-standard (an encoder's own) tables: its QF is only the closest
@@ -162,7 +163,7 @@ def header_estimate(path: str | os.PathLike[str] | None, height: int, width: int
         return None
     try:
         with Image.open(path) as image:
-            if image.format != "JPEG" or image.size not in ((width, height), (height, width)):
+            if image.format not in ("JPEG", "MPO") or image.size not in ((width, height), (height, width)):
                 return None
         found = header_quality(path)
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -177,6 +178,7 @@ def header_estimate(path: str | os.PathLike[str] | None, height: int, width: int
 
 def eight_bit_color(image: np.ndarray) -> np.ndarray:
     """The colour (or gray) channels of any supported image as 8-bit, as a JPEG decoder would give them."""
+    image = plain_array(image)
     planes = image if image.ndim == 3 else image[:, :, None]
     color = planes[:, :, : 3 if planes.shape[2] >= 3 else 1]
     if color.dtype == np.uint8:

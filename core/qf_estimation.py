@@ -97,7 +97,7 @@ CHROMA_SAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 def header_quality(path: str | os.PathLike[str]) -> HeaderQF | None:
     """The IJG quality matching a JPEG file's quantisation tables, or None for non-JPEG files."""
     with Image.open(path) as image:
-        if image.format != "JPEG":
+        if image.format not in ("JPEG", "MPO"):  # MPO: a camera JPEG with more images after it
             return None
         tables = {k: np.asarray(v, dtype=np.float64) for k, v in getattr(image, "quantization", {}).items()}
         progressive = bool(image.info.get("progressive") or image.info.get("progression"))

@@ -126,8 +126,7 @@ class Restorer:
 
     def predict_quality(self, image: np.ndarray, network: Engine) -> float:
         """The network's QF for a whole image (1,C,H,W), pooled over up to MAX_QF_TILES tiles."""
-        mean = self.pooled_quality_features(np.asarray(image, dtype=np.float32), network)
-        return scalar_to_qf(float(network.quality_from_features(mean).reshape(-1)[0]))
+        return head_estimates(self.pooled_quality_features(np.asarray(image, dtype=np.float32), network), network)[0]
 
     def predict_strength(self, image: np.ndarray, network: Engine) -> float:
         """The control that should restore a whole image (1,C,H,W) best, as a QF.
@@ -136,9 +135,8 @@ class Restorer:
         measured best on the damage the model is for: JPEG chains for the photo model, codec
         frames for the video model); the QF head's for models without one.
         """
-        mean = self.pooled_quality_features(np.asarray(image, dtype=np.float32), network)
-        head = network.strength_from_features if network.has_strength_head else network.quality_from_features
-        return scalar_to_qf(float(np.asarray(head(mean)).reshape(-1)[0]))
+        quality, strength = head_estimates(self.pooled_quality_features(np.asarray(image, dtype=np.float32), network), network)
+        return quality if strength is None else strength
 
     def predict_qf(self, image: np.ndarray) -> float:
         """The network's QF estimate for a numpy image in any supported layout and dtype."""
@@ -156,11 +154,7 @@ class Restorer:
         color = split.color
         if split.is_gray and not loaded.is_gray:
             color = np.repeat(color, 3, axis=2)
-        mean = self.pooled_quality_features(color.transpose(2, 0, 1)[None], network)
-        quality = scalar_to_qf(float(network.quality_from_features(mean).reshape(-1)[0]))
-        if not network.has_strength_head:
-            return quality, None
-        return quality, scalar_to_qf(float(network.strength_from_features(mean).reshape(-1)[0]))
+        return head_estimates(self.pooled_quality_features(color.transpose(2, 0, 1)[None], network), network)
 
     # -- restoration -------------------------------------------------------------
     def restore(
@@ -283,6 +277,14 @@ class Restorer:
             return network.restore(x, control)
 
         return self_ensemble(run, batch) if self.self_ensemble else run(batch)
+
+
+def head_estimates(mean: np.ndarray, network: Engine) -> tuple[float, float | None]:
+    """The QF head's estimate and the strength head's (None without one) from pooled encoder features."""
+    quality = scalar_to_qf(float(np.asarray(network.quality_from_features(mean)).reshape(-1)[0]))
+    if not getattr(network, "has_strength_head", False):
+        return quality, None
+    return quality, scalar_to_qf(float(np.asarray(network.strength_from_features(mean)).reshape(-1)[0]))
 
 
 def sample_indices(count: int) -> list[int]:

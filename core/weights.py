@@ -142,6 +142,7 @@ def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> Loaded
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
+    _require_regular_file(path)
     if path.suffix == ".safetensors":
         return _load_safetensors(path, verify=verify)
     if path.suffix in {".pth", ".pt", ".ckpt"}:
@@ -149,8 +150,16 @@ def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> Loaded
     raise WeightsError(f"{path}: unsupported weights format (expected .safetensors or .pth)")
 
 
+def _require_regular_file(path: Path) -> None:
+    """A FIFO or a device behind a weights name would block the reader or never end."""
+    if path.exists() and not path.is_file():
+        raise WeightsError(f"{path}: not a regular file (a folder, FIFO or device); give a weights file")
+
+
 def _load_safetensors(path: Path, *, verify: bool) -> LoadedModel:
     card_file = card_path_for(path)
+    if card_file.exists():
+        _require_regular_file(card_file)
     card = read_card(card_file) if card_file.exists() else {}
     verified = False
     if verify and card:

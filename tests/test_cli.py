@@ -70,8 +70,14 @@ def test_existing_output_is_kept_without_overwrite(photos, capsys):
     code, _, err = run_cli("restore", photos / "p0.jpg", capsys=capsys)
     assert code == 1 and "--overwrite" in err and str(target) in err
     assert target.read_bytes() == b"precious"
-    code, _, _ = run_cli("restore", photos / "p0.jpg", "--overwrite", capsys=capsys)
-    assert code == 0 and Image.open(target).format == "PNG"
+    code, _, err = run_cli("restore", photos / "p0.jpg", "--overwrite", capsys=capsys)
+    assert code == 1 and "not written by fbcnn-plugins" in err  # --overwrite replaces earlier outputs only
+    assert target.read_bytes() == b"precious"
+    target.unlink()
+    assert run_cli("restore", photos / "p0.jpg", capsys=capsys)[0] == 0
+    earlier = target.read_bytes()
+    code, _, _ = run_cli("restore", photos / "p0.jpg", "--overwrite", "--qf", 50, capsys=capsys)
+    assert code == 0 and Image.open(target).format == "PNG" and target.read_bytes() != earlier
 
 
 def test_input_is_never_replaced(photos, capsys):
@@ -146,7 +152,7 @@ def test_sixteen_bit_png_stays_sixteen_bit_with_its_profile_and_tags(tmp_path, c
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
     exif = Image.Exif()
     exif[0x010F] = "Deepcam"
-    add_png_metadata(source, icc_profile=icc, exif=exif.tobytes())
+    source.write_bytes(add_png_metadata(source.read_bytes(), icc_profile=icc, exif=exif.tobytes()))
     target = tmp_path / "deep_out.png"
     code, _, err = run_cli("restore", source, "-o", target, "--qf", "40", capsys=capsys)
     assert code == 0, err
@@ -188,7 +194,7 @@ def test_sixteen_bit_tiff_keeps_depth_icc_profile_and_camera_tags(tmp_path, caps
 def test_sixteen_bit_tiff_metadata_that_tiff_cannot_hold_never_costs_the_pixels(tmp_path):
     import tifffile
 
-    from fbcnn_plugins.files.tiff import write_tiff16
+    from fbcnn_plugins.files.tiff import encode_tiff_pages
 
     exif = Image.Exif()
     exif[306] = "2020:01:01"  # a date without a time: TIFF's DateTime cannot hold it
@@ -196,7 +202,7 @@ def test_sixteen_bit_tiff_metadata_that_tiff_cannot_hold_never_costs_the_pixels(
     deep = natural_image(16, 24).astype(np.uint16) * 257
     for block in (exif.tobytes(), b"not an EXIF block"):
         target = tmp_path / "odd.tif"
-        write_tiff16(target, deep, exif=block)
+        target.write_bytes(encode_tiff_pages([deep], exif=block))
         with tifffile.TiffFile(target) as written:
             assert np.array_equal(written.asarray(), deep)
             assert "DateTime" not in written.pages[0].tags

@@ -155,3 +155,22 @@ def test_pair_builder_command_says_what_is_missing(tmp_path):
                              "--train-dir", str(tmp_path / "nothing"), "--clips", "1"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "nothing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_video_strength_head_is_fitted_on_decoded_crops(pairs_folder, tmp_path):
+    from fbcnn_plugins.core.catalog import find_model
+    from fbcnn_plugins.core.weights import load_weights
+    from fbcnn_plugins.training import video_strength
+
+    source = find_model("fbcnn-color-video-small").path
+    out = tmp_path / "video.safetensors"
+    assert video_strength.main(["--pairs", str(pairs_folder), "--model", str(source), "--out", str(out),
+                                "--count", "10", "--steps", "30", "--threads", "1"]) == 0
+    fitted, original = load_weights(out), load_weights(source)
+    record = fitted.card["strength_head"]
+    assert record["crops"] == 10 and record["added_to_sha256"] == original.card["sha256"]
+    assert "video_strength" in record["command"]
+    # Only the strength head changed: restoration and the QF head are the model's own.
+    before, after = original.network.state_dict(), fitted.network.state_dict()
+    changed = {k for k in before if not k.startswith("strength_pred.") and not (before[k] == after[k]).all()}
+    assert not changed

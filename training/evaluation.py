@@ -73,7 +73,17 @@ def measure(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
 
 def load_eval_images(folders: Sequence[str | Path], gray: bool, limit: int | None = None) -> list[tuple[str, np.ndarray]]:
     files = list_images(folders)[:limit] if limit else list_images(folders)
-    return [(str(path), load_training_image(path, gray)) for path in files]
+    images = [(str(path), load_training_image(path, gray)) for path in files]
+    for name, image in images:
+        if min(image.shape[:2]) < MIN_EVAL_SIDE:
+            raise ValueError(f"{name}: {image.shape[1]}x{image.shape[0]} is too small to measure "
+                             f"(SSIM and PSNR-B need at least {MIN_EVAL_SIDE}x{MIN_EVAL_SIDE})")
+    return images
+
+
+#: The smallest side an evaluation image may have: two JPEG blocks (PSNR-B's block edges,
+#: a double JPEG's grid shift) and more than SSIM's 7-pixel window.
+MIN_EVAL_SIDE = 16
 
 
 def evaluate(

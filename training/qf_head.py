@@ -358,16 +358,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def save_qf_head_weights(model: LoadedModel, network: torch.nn.Module, out: Path, summary: dict) -> Path:
-    """The bundled weights plus the fitted strength head, at the bundled precision, and a card saying how.
-
-    Every other tensor is the bundled one (fp16 -> fp32 -> fp16 is exact), so restoring and the QF
-    estimate are unchanged; the card keeps the network's training history and adds the head's.
-    """
-    card = dict(model.card)
-    dtype = getattr(torch, card.get("dtype", "float16"))
-    extra = {key: value for key, value in card.items()
-             if key not in {"format", "name", "config", "in_channels", "color", "qf_convention", "dtype", "sha256"}}
-    extra["strength_head"] = {
+    """The bundled weights plus the fitted strength head, and a card saying how (``with_strength_head``)."""
+    return with_strength_head(model, network, out, {
         "recipe": "a strength head (a copy of the QF head's last three layers) fitted to each patch's best "
                   "measured strength (PSNR curves over QF 5..100 of random degradation chains; training/qf_head.py)",
         "command": "python -m fbcnn_plugins.training.qf_head fit",
@@ -376,10 +368,22 @@ def save_qf_head_weights(model: LoadedModel, network: torch.nn.Module, out: Path
         "held_out": summary.get("held_out_after"),
         "held_out_before": summary.get("held_out_before"),
         "rule_3_held_out": summary.get("rule_3_held_out"),
-        "added_to_sha256": card.get("sha256"),
-    }
-    return save_weights(network, out, model.config, name=model.name, dtype=dtype, extra=extra)
+    })
 
+
+def with_strength_head(model: LoadedModel, network: torch.nn.Module, out: Path, record: dict) -> Path:
+    """``model``'s weights with ``network``'s strength head, at the model's precision, its card plus ``record``.
+
+    Every other tensor is the model's own (fp16 -> fp32 -> fp16 is exact), so restoring and the QF
+    estimate are unchanged; the card keeps the network's training history and adds the head's,
+    with the sha256 of the weights it was added to.
+    """
+    card = dict(model.card)
+    dtype = getattr(torch, card.get("dtype", "float16"))
+    extra = {key: value for key, value in card.items()
+             if key not in {"format", "name", "config", "in_channels", "color", "qf_convention", "dtype", "sha256"}}
+    extra["strength_head"] = {**record, "added_to_sha256": card.get("sha256")}
+    return save_weights(network, out, model.config, name=model.name, dtype=dtype, extra=extra)
 
 if __name__ == "__main__":
     main()

@@ -105,6 +105,9 @@ class ValidationSet:
         self.cases: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {qf: [] for qf in config.val_qfs}
         for path in files:
             image = load_training_image(path, config.gray)
+            if min(image.shape[:2]) < 2 * GRID:
+                raise ValueError(f"{path}: {image.shape[1]}x{image.shape[0]} is too small for a validation image "
+                                 f"(at least {2 * GRID}x{2 * GRID})")
             top = max(0, (image.shape[0] - crop) // 2) // GRID * GRID
             left = max(0, (image.shape[1] - crop) // 2) // GRID * GRID
             clean = np.ascontiguousarray(image[top : top + crop, left : left + crop])
@@ -398,6 +401,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         images = [load_training_image(p, config.gray) for p in list_images(config.train_dirs)]
         images = [im for im in images if min(im.shape[:2]) >= config.patch_size + 3 * GRID]
+        if not images:
+            raise ValueError(f"no training image under {', '.join(config.train_dirs)} is at least "
+                             f"{config.patch_size + 3 * GRID} pixels on each side (patch_size + 3 JPEG blocks)")
         dataset = PatchBatches(
             images, patch_size=config.patch_size, batch_size=config.batch_size,
             degradation=config.degradation, seed=config.seed, total_steps=end,

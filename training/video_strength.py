@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from fbcnn_plugins.core.metrics import psnr
-from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
+from fbcnn_plugins.core.weights import LoadedModel, load_weights
 
 from .chains import Degraded
-from .qf_head import QF_GRID, best_qf, fit_head, pooled_features, predict, psnr_curve
+from .qf_head import QF_GRID, best_qf, fit_head, pooled_features, predict, psnr_curve, with_strength_head
 from .video_pairs import ClipPair, load_pairs
 
 #: Crop sides: the tiles and small frames the filter pools its estimate over.
@@ -104,19 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(summary, indent=1))
     network = copy.deepcopy(model.network).float()  # the shipped head is fitted on every crop
     fit_head(network, data["features"], data["curves"], steps=args.steps)
-    card = dict(model.card)
-    extra = {key: value for key, value in card.items()
-             if key not in {"format", "name", "config", "in_channels", "color", "qf_convention", "dtype", "sha256"}}
-    extra["strength_head"] = {
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with_strength_head(model, network, args.out, {
         "recipe": "a strength head fitted to each decoded crop's best measured strength (PSNR curves over "
                   "QF 5..100 of MPEG-2/H.264/HEVC/MJPEG frames of the video training pairs; training/video_strength.py)",
         "command": "python -m fbcnn_plugins.training.video_strength",
         **summary,
-        "added_to_sha256": card.get("sha256"),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(network, args.out, model.config, name=model.name, dtype=getattr(torch, card.get("dtype", "float16")),
-                 extra=extra)
+    })
     print(f"wrote {args.out}")
     return 0
 

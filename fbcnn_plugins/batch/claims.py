@@ -19,6 +19,7 @@ granted: runs are then not kept from restoring a file twice, and the no-clobber 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import socket
 import time
@@ -39,8 +40,23 @@ POLL_S = 0.2
 
 
 def claim_path(target: Path) -> Path:
-    """The claim file of ``target``: hidden, beside it, with an extension no run reads as an image."""
-    return target.with_name(f".{target.name}{CLAIM_SUFFIX}")
+    """The claim file of ``target``: hidden, beside it, with an extension no run reads as an image.
+
+    An output name at the file system's limit leaves no room for the dot and ``.claim``; the
+    claim then takes a shortened name with a digest of the full one, so that every output that
+    can be written can be claimed, and two long names that share a beginning keep two claims.
+    """
+    from fbcnn_plugins.core.atomic import name_limit
+
+    name = f".{target.name}{CLAIM_SUFFIX}"
+    room = name_limit(target.parent)
+    if len(os.fsencode(name)) <= room:
+        return target.with_name(name)
+    digest = "~" + hashlib.sha256(os.fsencode(target.name)).hexdigest()[:16]
+    stem = target.name
+    while stem and len(os.fsencode(f".{stem}{digest}{CLAIM_SUFFIX}")) > room:
+        stem = stem[:-1]
+    return target.with_name(f".{stem}{digest}{CLAIM_SUFFIX}")
 
 
 class Claim:

@@ -102,6 +102,9 @@ def restore_file(job: Job, restorer: Restorer, options: RestoreOptions, *,
     if job.target.exists() and not options.overwrite:
         raise OutputExists(f"{job.target}: output exists (use --overwrite to replace it, "
                            "or --skip-existing to leave it)")
+    if job.target.exists() and not image_files.is_restored_output(job.target):
+        raise image_files.ImageFileError(f"{job.target}: exists and was not written by fbcnn-plugins; --overwrite "
+                                         "replaces only earlier outputs (move it, or choose another -o or --suffix)")
     if job.source.suffix.lower() == XCF_SUFFIX:
         return _restore_xcf(job, restorer, qf, options.overwrite)
     fmt = image_files.output_format(job.target)  # reject an unwritable extension before spending time on the image
@@ -140,7 +143,8 @@ def restore_file(job: Job, restorer: Restorer, options: RestoreOptions, *,
         progress.stage("writing", frames[0].shape)
     job.target.parent.mkdir(parents=True, exist_ok=True)
     image_files.write_frames(job.target, restored, durations=image.durations, loop=image.info.get("loop", 0),
-                             icc_profile=image.icc_profile, exif=image.exif, overwrite=options.overwrite)
+                             icc_profile=image.icc_profile, exif=image.exif, overwrite=options.overwrite,
+                             metadata=image.metadata, notes=notes)
     remove_stale_temporaries(job.target)
     record: FileRecord = {"qf": used.value, "qf_source": used.source, "qf_predicted": used.predicted,
               "size": [int(frames[0].shape[1]), int(frames[0].shape[0])]}
@@ -154,25 +158,31 @@ def restore_file(job: Job, restorer: Restorer, options: RestoreOptions, *,
 
 
 def temporaries_of(target: Path) -> list[Path]:
-    """The temporary files beside ``target`` that writes of it make (``core.atomic``'s naming)."""
+    """The temporary files beside ``target`` that writes of it make (``core.atomic``'s naming, with the stem
+    shortened where a long output name leaves no room for the temporary name's random part)."""
     import glob
+
+    from fbcnn_plugins.core.atomic import temporary_prefix
 
     if not target.parent.is_dir():
         return []
-    return sorted(target.parent.glob(f".{glob.escape(target.stem)}.*.part{glob.escape(target.suffix)}"))
+    return sorted(target.parent.glob(f"{glob.escape(temporary_prefix(target))}*.part{glob.escape(target.suffix)}"))
 
 
 def remove_stale_temporaries(target: Path, *, older_than_s: float = 60.0) -> list[Path]:
     """Delete the temporary files a killed earlier write of ``target`` left beside it (none of ours is open now).
 
-    Only files older than ``older_than_s`` go, so that another process writing the same
-    output at this moment keeps its temporary file.
+    A file goes when no process holds its write lock (its writer was killed), or, where the
+    file system has no such locks, when it is older than ``older_than_s``: another process
+    writing the same output at this moment keeps its temporary file.
     """
+    from fbcnn_plugins.core.atomic import abandoned
+
     removed = []
     now = time.time()
     for stale in temporaries_of(target):
         try:
-            if now - stale.stat().st_mtime > older_than_s:
+            if now - stale.stat().st_mtime > older_than_s or abandoned(stale):
                 stale.unlink()
                 removed.append(stale)
         except OSError:  # gone already, or not ours to remove: it is ignored by every run anyway

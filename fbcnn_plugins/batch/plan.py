@@ -47,7 +47,8 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)
     #: Inputs left alone on purpose, each {"input": ..., "skipped": why} (and "output" when known).
     skipped: list[FileRecord] = field(default_factory=list)
-    #: Patterns that matched nothing, each {"input": ..., "error": ...}.
+    #: Inputs refused before any work, each {"input": ..., "error": ...} (and "output" when known):
+    #: patterns that matched nothing, outputs whose names the file system cannot hold.
     missing: list[FileRecord] = field(default_factory=list)
     #: Planned to resume: existing outputs were left out, and one that appears during the run is skipped too.
     skip_existing: bool = False
@@ -80,7 +81,7 @@ def find_inputs(patterns: Sequence[str], recursive: bool) -> tuple[list[Found], 
         elif path.exists() or path.is_symlink():
             found.append(Found(path, path.parent, True))  # read_image says what is wrong with it, if anything
         elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=recursive))
+            matches = sorted(_glob(pattern, recursive))
             matches = [p for p in matches if _is_candidate(p, any_suffix=True)]
             if not matches:
                 missing.append(pattern)
@@ -89,11 +90,28 @@ def find_inputs(patterns: Sequence[str], recursive: bool) -> tuple[list[Found], 
             missing.append(pattern)
     unique, seen = [], set()
     for item in found:
-        key = item.path.resolve()
+        key = _resolved(item.path)
         if key not in seen:
             seen.add(key)
             unique.append(item)
     return unique, missing
+
+
+def _glob(pattern: str, recursive: bool) -> list[Path]:
+    """The files a glob pattern matches; "**" (with --recursive) never follows a link to a folder.
+
+    ``glob.glob`` follows them, so one link to ``..`` makes it walk the same folders again and
+    again; pathlib's "**" does not.  Hidden files and folders match only where the pattern
+    names them with a leading dot, as with ``glob.glob``.
+    """
+    if not (recursive and "**" in pattern):
+        return [Path(p) for p in glob.glob(pattern)]  # without "**" expansion nothing can loop
+    parts = Path(pattern).parts
+    first_magic = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root, rest = Path(*parts[:first_magic]), Path(*parts[first_magic:])
+    wants_hidden = any(part.startswith(".") for part in rest.parts)
+    return [path for path in root.glob(str(rest))
+            if wants_hidden or not any(part.startswith(".") for part in path.relative_to(root).parts)]
 
 
 def _is_candidate(path: Path, any_suffix: bool = False) -> bool:
@@ -132,7 +150,21 @@ def plan_batch(
 
     ``is_output(path)`` tells whether a file found in a folder is an earlier run's output
     (default: our EXIF marker, read by ``fbcnn_plugins.files.images.is_restored_output``).
+
+    An output name longer than the file system allows becomes a record in ``Plan.missing``
+    (the other files go on); any other path the file system refuses while planning (a loop of
+    links, a name too long to look up) raises PlanError naming it, not a bare OSError.
     """
+    try:
+        return _plan(patterns, output=output, suffix=suffix, fmt=fmt, recursive=recursive,
+                     skip_existing=skip_existing, is_output=is_output)
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        raise PlanError(f"{where}{error.strerror or error}") from None
+
+
+def _plan(patterns: Sequence[str | os.PathLike[str]], *, output: str | os.PathLike[str] | None, suffix: str,
+          fmt: str, recursive: bool, skip_existing: bool, is_output: Callable[[Path], bool] | None) -> Plan:
     if isinstance(patterns, (str, os.PathLike)):
         raise TypeError("patterns: a list of files, folders or globs, not one string")
     check_suffix(suffix)
@@ -152,10 +184,10 @@ def plan_batch(
     targets = {item.path: _target(item, output, suffix, fmt) for item in found}
     produced_by = {}
     for item in found:
-        produced_by.setdefault(targets[item.path].resolve(), item.path)
+        produced_by.setdefault(_resolved(targets[item.path]), item.path)
     kept: list[Found] = []
     for item in found:
-        source = item.path.resolve()
+        source = _resolved(item.path)
         producer = produced_by.get(source)
         if producer is not None and producer != item.path:
             if item.explicit:
@@ -163,7 +195,7 @@ def plan_batch(
                                 "restoring it would read a file this run replaces (use another -o or --suffix)")
             plan.skipped.append({"input": str(item.path), "skipped": f"the output of {producer} in this run"})
             continue
-        if targets[item.path].resolve() == source:
+        if _resolved(targets[item.path]) == source:
             raise PlanError(f"{item.path}: the output would replace the input; choose another -o or --suffix")
         if not item.explicit and is_output(item.path):
             plan.skipped.append({"input": str(item.path),
@@ -172,12 +204,28 @@ def plan_batch(
         kept.append(item)
     for item in kept:
         target = targets[item.path]
+        too_long = name_too_long(target)
+        if too_long:
+            plan.missing.append({"input": str(item.path), "output": str(target), "error": f"{item.path}: {too_long}"})
+            continue
         if skip_existing and target.exists():
             plan.skipped.append({"input": str(item.path), "output": str(target), "skipped": "output exists"})
             continue
         plan.jobs.append(Job(item.path, target))
     check_writable({job.target.parent for job in plan.jobs})
     return plan
+
+
+def name_too_long(target: Path) -> str | None:
+    """Why the file system cannot hold ``target``'s name, or None: checked before any work, not after."""
+    from fbcnn_plugins.core.atomic import name_limit
+
+    limit = name_limit(target.parent)
+    size = len(os.fsencode(target.name))
+    if size > limit:
+        return (f"its output name {target.name} is {size} bytes, longer than the {limit} the file system allows "
+                "(rename the input, or use a shorter --suffix)")
+    return None
 
 
 def _target(item: Found, output: Path | None, suffix: str, fmt: str) -> Path:
@@ -188,6 +236,15 @@ def _target(item: Found, output: Path | None, suffix: str, fmt: str) -> Path:
         return item.path.with_name(name)
     relative = item.path.parent.relative_to(item.root) if item.path.is_relative_to(item.root) else Path()
     return output / relative / name
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with its links followed; a name the file system refuses, or a loop of
+    links (RuntimeError before Python 3.13), stays as it is."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def check_writable(folders: set[Path]) -> None:

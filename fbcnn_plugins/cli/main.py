@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from typing import Sequence
@@ -39,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             with stop_on_signals():
-                return int(args.run(args) or 0)
+                status = int(args.run(args) or 0)
+                sys.stdout.flush()
+                return status
+        except BrokenPipeError:  # the reader went away (``fbcnn models --json | head``): not an error of ours
+            _silence_stdout()
+            return 141  # 128 + SIGPIPE, as a shell reports a command stopped by a closed pipe
         except (ModuleNotFoundError, RuntimeError) as error:
             needed = _missing_torch(error)
             if needed is None:
@@ -63,6 +69,17 @@ def _missing_torch(error: BaseException) -> str | None:
     if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] == "torch":
         return f"this command needs PyTorch, which this install does not have: {TORCH_EXTRA}"
     return None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush does not fail on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by something without a descriptor (tests)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

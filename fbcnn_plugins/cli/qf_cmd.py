@@ -19,12 +19,34 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def plot_target_problem(plot: Path, source: Path) -> str | None:
+    """Why the plot must not be written at ``plot``, or None: it never replaces the photo it is about."""
+    if plot.suffix.lower() not in PLOT_SUFFIXES:
+        return f"name a {', '.join(s.lstrip('.') for s in PLOT_SUFFIXES)} file"
+    try:
+        if plot.resolve() == source.resolve() or (plot.exists() and plot.samefile(source)):
+            return "is the input file; the plot would replace it"
+    except OSError:
+        pass
+    if plot.exists() and not plot.is_file():
+        return "is not a regular file"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from fbcnn_plugins.core.restorer import Restorer
 
     if args.plot and len(args.files) != 1:
         print("fbcnn qf: --plot takes exactly one file", file=sys.stderr)
         return 2
+    if args.plot:
+        problem = plot_target_problem(args.plot, Path(args.files[0]))
+        if problem:
+            print(f"fbcnn qf: --plot {args.plot}: {problem}", file=sys.stderr)
+            return 2
     try:
         restorer = Restorer(args.model, device=args.device)
     except ValueError as error:

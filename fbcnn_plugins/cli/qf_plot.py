@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fbcnn_plugins.core.atomic import atomic_target
 from fbcnn_plugins.core.qf_estimation import QUALITIES, DominantQF
 
 
@@ -32,4 +33,7 @@ def plot_curves(estimate: DominantQF, out: str | Path, title: str = "", shown: i
     axis.set(xlabel="re-compression QF", ylabel="MSE", yscale="log", title=title)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(out, dpi=100)
+    out = Path(out)
+    with atomic_target(out) as temporary:  # a failed or stopped plot leaves the old file
+        figure.savefig(temporary, dpi=100, format=out.suffix.lstrip(".").lower() or "png")
+    plt.close(figure)

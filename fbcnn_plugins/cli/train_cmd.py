@@ -26,13 +26,32 @@ def register(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="export a run's checkpoint as bundled fp16 safetensors weights")
     export.add_argument("run_dir", type=Path, help="training run folder holding last.pt and log.jsonl")
     export.add_argument("--out", type=Path, help="output .safetensors (default: the package's bundled-model folder)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing weights of the same name and their card")
     export.set_defaults(run=run_export)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train, or say in one line why it cannot (a missing or invalid config, unreadable images): no traceback."""
+    import tomllib
+
+    try:
+        return _train(args)
+    except FileNotFoundError as error:
+        print(f"fbcnn train: {error.filename or ''}{': ' if error.filename else ''}{error.strerror or error}",
+              file=sys.stderr)
+    except tomllib.TOMLDecodeError as error:
+        print(f"fbcnn train: {args.config}: not valid TOML ({error})", file=sys.stderr)
+    except (ValueError, KeyError, TypeError, IsADirectoryError, PermissionError) as error:
+        print(f"fbcnn train: {error}", file=sys.stderr)
+    return 2
+
+
+def _train(args: argparse.Namespace) -> int:
     from fbcnn_plugins.training.config import load_train_config
     from fbcnn_plugins.training.trainer import Trainer
 
+    if args.config.exists() and not args.config.is_file():
+        raise ValueError(f"{args.config}: not a regular file (a folder, FIFO or device); give a TOML config")
     config = load_train_config(args.config)
     run_dir = args.run_dir or Path(config.run_dir or Path("runs") / config.name)
     if args.plot:
@@ -58,7 +77,7 @@ def run_export(args: argparse.Namespace) -> int:
     from fbcnn_plugins.training.export import export_run
 
     try:
-        path = export_run(args.run_dir, args.out)
+        path = export_run(args.run_dir, args.out, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError) as error:
         print(f"fbcnn export: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ not: tifffile has no writer for it.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -21,26 +22,26 @@ from PIL import Image
 #: Make, Model, Artist, Copyright.
 MAIN_TEXT_TAGS = frozenset({271, 272, 315, 33432})
 DESCRIPTION, SOFTWARE, DATETIME = 270, 305, 306
+XMP_TAG = 700
 TIFF_DATETIME = re.compile(r"\d{4}:\d{2}:\d{2} \d{2}:\d{2}:\d{2}")
 
 
 TIFF_SAMPLE_TYPES = (np.uint8, np.uint16, np.float32)
 
 
-def write_tiff16(path: str | Path, pixels: np.ndarray, *, icc_profile: bytes | None = None, exif: bytes | None = None) -> None:
-    """Write uint16 (or uint8 / float32) gray (H,W), RGB or RGBA (H,W,3|4) as deflate-compressed TIFF."""
-    write_tiff_pages(path, [pixels], icc_profile=icc_profile, exif=exif)
+def encode_tiff_pages(
+    pages: list[np.ndarray], *, icc_profile: bytes | None = None, exif: bytes | None = None,
+    xmp: bytes | None = None, dpi: tuple[float, float] | None = None,
+) -> bytes:
+    """A TIFF file, in memory, with one page per array (a multi-page TIFF when there are several).
 
-
-def write_tiff_pages(
-    path: str | Path, pages: list[np.ndarray], *, icc_profile: bytes | None = None, exif: bytes | None = None,
-) -> None:
-    """Write one TIFF page per array (a multi-page TIFF when there are several), each at its own depth.
-
-    Gray+alpha pages become RGBA: TIFF readers handle an extra sample on gray badly.
+    Each page keeps its depth (uint8, uint16 or float32).  Gray+alpha pages become RGBA: TIFF
+    readers handle an extra sample on gray badly.  The XMP packet goes in tag 700 and the DPI
+    in the resolution tags of every page.
     """
     text = exif_text_tags(exif)
-    with tifffile.TiffWriter(path) as writer:
+    stream = io.BytesIO()
+    with tifffile.TiffWriter(stream) as writer:
         for pixels in pages:
             if pixels.dtype not in TIFF_SAMPLE_TYPES:
                 raise ValueError(f"TIFF pages take uint8, uint16 or float32 pixels, not {pixels.dtype}")
@@ -49,6 +50,9 @@ def write_tiff_pages(
             if pixels.ndim == 3 and pixels.shape[2] == 2:
                 pixels = np.dstack([pixels[:, :, 0]] * 3 + [pixels[:, :, 1]])
             rgb = pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+            extratags = [(code, "s", 0, value, True) for code, value in text.items() if code in MAIN_TEXT_TAGS]
+            if xmp:
+                extratags.append((XMP_TAG, "B", len(xmp), bytes(xmp), True))
             writer.write(
                 np.ascontiguousarray(pixels),
                 photometric="rgb" if rgb else "minisblack",
@@ -59,8 +63,11 @@ def write_tiff_pages(
                 description=text.get(DESCRIPTION),
                 software=text.get(SOFTWARE, False),
                 datetime=text.get(DATETIME),
-                extratags=[(code, "s", 0, value, True) for code, value in text.items() if code in MAIN_TEXT_TAGS],
+                resolution=tuple(dpi) if dpi else None,
+                resolutionunit="INCH" if dpi else None,
+                extratags=extratags,
             )
+    return stream.getvalue()
 
 
 def exif_text_tags(exif: bytes | None) -> dict[int, str]:

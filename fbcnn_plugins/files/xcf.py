@@ -9,9 +9,14 @@ It does that by *appending*: the restored tiles of each layer are added at
 the end of a byte-for-byte copy of the file and the layer's tile pointers are
 redirected to them.  Every property, parasite, channel, path, layer mask,
 group and text layer stays identical; the old tiles remain as dead bytes
-(the file grows by the size of the restored layers).  Layer groups (their
+(the file grows by the size of the restored layers), and a marker after the
+last tile tells a later run that the file is an output.  Layer groups (their
 pixels are a projection GIMP recomputes), text layers (GIMP re-renders them
 from their text) and indexed layers are left untouched and reported.
+
+Every size the file declares (image, layers, tile pointers) is checked against
+the same pixel limit as any other image before anything is allocated, so a
+small file cannot make the reader allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Callable
 import numpy as np
 
 from fbcnn_plugins.core.atomic import atomic_target
-from fbcnn_plugins.files.images import ImageFileError
+from PIL import Image
+
+from fbcnn_plugins.files.images import XCF_MARKER, ImageFileError, check_regular_file, write_complete
 
 TILE = 64
 PROP_END, PROP_COMPRESSION, PROP_OFFSETS, PROP_VISIBLE = 0, 17, 15, 8
@@ -133,9 +140,14 @@ def _parasites(payload: bytes) -> dict[str, bytes]:
     return found
 
 
-def read_xcf(path: str | os.PathLike[str]) -> XcfImage:
-    """Parse an XCF file's structure (not its pixels); clear errors for what cannot be handled."""
+def read_xcf(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> XcfImage:
+    """Parse an XCF file's structure (not its pixels); clear errors for what cannot be handled.
+
+    ``max_pixels`` (default: Pillow's decompression-bomb limit) bounds the image and every
+    layer; all layers together may hold four times as many.
+    """
     path = Path(path)
+    check_regular_file(path)  # a FIFO or a device would block or never end
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -148,6 +160,8 @@ def read_xcf(path: str | os.PathLike[str]) -> XcfImage:
         raise ImageFileError(f"{path}: unknown XCF version tag {tag!r}")
     reader = _Reader(data, path)
     width, height, base_type = reader.u32(14), reader.u32(18), reader.u32(22)
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    _check_pixels(path, "the image", width, height, limit)
     at = 26
     if version >= 4:
         code = reader.u32(at)
@@ -169,17 +183,33 @@ def read_xcf(path: str | os.PathLike[str]) -> XcfImage:
     image = XcfImage(path, data, version, width, height, base_type, np.dtype(dtype), linear, compression, [],
                      _parasites(properties.get(PROP_PARASITES, b"")))
     reader.pointer_size = image.pointer_size
-    index = 0
+    index, total = 0, 0
     while (offset := reader.pointer(at)) != 0:
-        image.layers.append(_read_layer(reader, offset, index, image))
+        layer = _read_layer(reader, offset, index, image, limit)
+        total += layer.width * layer.height
+        if limit and total > LAYERS_PIXEL_FACTOR * limit:
+            raise ImageFileError(f"{path}: the layers hold {total} pixels in all, more than "
+                                 f"{LAYERS_PIXEL_FACTOR * limit} (possible decompression bomb)")
+        image.layers.append(layer)
         at += reader.pointer_size
         index += 1
     return image
 
 
-def _read_layer(reader: _Reader, at: int, index: int, image: XcfImage) -> XcfLayer:
+#: All layers of an XCF together may hold this many times the one-image pixel limit.
+LAYERS_PIXEL_FACTOR = 4
+
+
+def _check_pixels(path: Path, what: str, width: int, height: int, limit: int) -> None:
+    if limit and width * height > limit:
+        raise ImageFileError(f"{path}: {what} declares {width}x{height} = {width * height} pixels, more than the "
+                             f"limit of {limit} (possible decompression bomb)")
+
+
+def _read_layer(reader: _Reader, at: int, index: int, image: XcfImage, limit: int) -> XcfLayer:
     width, height, layer_type = reader.u32(at), reader.u32(at + 4), reader.u32(at + 8)
     name, at = reader.string(at + 12)
+    _check_pixels(reader.path, f"layer {name!r}", width, height, limit)
     properties, at = reader.properties(at)
     offsets = (0, 0)
     if PROP_OFFSETS in properties:
@@ -208,6 +238,8 @@ def _read_layer(reader: _Reader, at: int, index: int, image: XcfImage) -> XcfLay
         pointer = reader.pointer(at)
         if pointer == 0:
             raise reader.fail(f"layer {name!r}: fewer tiles than its size needs")
+        if pointer >= len(reader.data):
+            raise reader.fail(f"layer {name!r}: a tile pointer ({pointer}) points past the end of the file")
         layer.tile_pointer_positions.append(at)
         layer.tile_offsets.append(pointer)
         at += reader.pointer_size
@@ -271,13 +303,24 @@ def read_layer_pixels(image: XcfImage, layer: XcfLayer) -> np.ndarray:
             raw = _decode_rle(image.data, offset, h * w, layer.bpp, image.path)
         else:
             try:
-                raw = zlib.decompressobj().decompress(image.data[offset:], size)
+                raw = _inflate_tile(image.data, offset, size)
             except zlib.error as error:
                 raise ImageFileError(f"{image.path}: corrupt zlib data in an XCF tile ({error})") from error
         if len(raw) != size:
             raise ImageFileError(f"{image.path}: XCF tile of layer {layer.name!r} is truncated")
         pixels[top : top + h, left : left + w] = np.frombuffer(raw, dtype=image.dtype).reshape(h, w, channels)
     return pixels
+
+
+def _inflate_tile(data: bytes, offset: int, size: int) -> bytes:
+    """One zlib tile of ``size`` bytes, its stream read to the end so that its checksum is verified."""
+    stream = zlib.decompressobj()
+    raw = stream.decompress(memoryview(data)[offset:], size)
+    if not stream.eof:
+        extra = stream.decompress(stream.unconsumed_tail, 1)  # reads the trailer (adler32) or finds more data
+        if extra or not stream.eof:
+            raise zlib.error("the tile's stream does not end where its size says")
+    return raw
 
 
 def _encode_tile(raw: bytes, compression: int, bpp: int) -> bytes:
@@ -351,7 +394,7 @@ def restore_xcf(
             patches.append((position, len(image.data) + len(appended)))
             appended += _encode_tile(raw, image.compression, layer.bpp)
         records.append(record)
-    output = bytearray(image.data) + appended
+    output = bytearray(image.data) + appended + XCF_MARKER
     if image.pointer_size == 4 and len(output) >= 1 << 32:
         raise ImageFileError(f"{source}: restored XCF would exceed 4 GiB, the limit of XCF version {image.version}")
     pointer_format = ">Q" if image.pointer_size == 8 else ">I"
@@ -359,7 +402,7 @@ def restore_xcf(
         struct.pack_into(pointer_format, output, position, offset)
     try:
         with atomic_target(target, replace=overwrite) as temporary:
-            Path(temporary).write_bytes(output)
+            write_complete(Path(temporary), bytes(output))
     except FileExistsError:
         raise ImageFileError(f"{target}: output exists (use --overwrite to replace it)") from None
     return records
