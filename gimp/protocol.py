@@ -79,10 +79,16 @@ class WorkerClient:
         # stderr goes to a file, not a pipe: a chatty worker can never block on a full pipe,
         # and its last lines explain a crash.
         self._stderr = tempfile.TemporaryFile()
+        # Always an environment of our own, never None.  With None, Python 3.13's posix_spawn
+        # path hands the C library's ``environ`` to the child and afterwards frees its list unless
+        # it is still ``environ``; in the GIMP plug-in the worker starts on a background thread
+        # while GTK and libgimp set variables on the main thread, which can swap ``environ`` in
+        # that window, and Python then frees the C library's list: "free(): invalid pointer" or
+        # "double free", and GIMP reports a crashed plug-in.  A list Python built is always its own.
         try:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                env=env, bufsize=0,
+                env=dict(os.environ) if env is None else env, bufsize=0,
             )
         except OSError as error:
             self._stderr.close()

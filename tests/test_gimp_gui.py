@@ -106,10 +106,6 @@ class Runs:
 
 
 def test_runs_end_cleanly(release, tmp_path):
-    # Known open fault: the plug-in process still aborts at exit now and then, on GIMP 3.2 after OK
-    # ("double free or corruption") and on 3.0 too ("free(): invalid pointer"), with no LibGimp
-    # line before it.  Until it is found, this drive would fail on it (and wait out its time-outs).
-    pytest.xfail(f"GIMP {release.version}: the plug-in process still aborts at exit now and then")
     image = release.root / "root" / "fbcnn-gui" / f"photo-{os.getpid()}.jpg"
     image.parent.mkdir(parents=True, exist_ok=True)
     # A photo large enough that the restoration lasts until the status bar's Cancel is clicked.

@@ -142,12 +142,13 @@ def test_a_strength_head_travels_with_the_weights_and_leaves_the_rest_alone(tmp_
     assert torch.equal(loaded.restore(image, control), without.restore(image, control))
 
 
-def test_the_bundled_colour_model_has_a_strength_head_and_its_card_says_how():
+@pytest.mark.parametrize("gray", [False, True], ids=["colour", "gray"])
+def test_the_bundled_models_have_a_strength_head_and_their_cards_say_how(gray):
     from fbcnn_plugins.core.catalog import load_model
 
-    color, gray = load_model(None, gray=False), load_model(None, gray=True)
-    assert color.verified and color.network.has_strength_head and not gray.network.has_strength_head
-    fitted = color.card["strength_head"]
+    model = load_model(None, gray=gray)
+    assert model.verified and model.network.has_strength_head
+    fitted = model.card["strength_head"]
     assert fitted["patches"] > 1000 and "training/qf_head.py" in fitted["recipe"]
     held_out = fitted["held_out"]["resized"]
     assert held_out["regret_db"] < fitted["held_out_before"]["resized"]["regret_db"]
