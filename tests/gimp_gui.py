@@ -76,7 +76,7 @@ class GimpGui:
             rc.write(GIMPRC)
         (profile / "sessionrc").write_text(SESSIONRC)
         (profile / "plug-ins").mkdir()
-        install = subprocess.run([sys.executable, "-m", "fbcnn_plugins.cli.main", "install-gimp", "--gimp-dir",
+        install = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.cli.main", "install-gimp", "--gimp-dir",
                                   str(profile)], capture_output=True, text=True)
         if install.returncode != 0:
             raise RuntimeError(f"install-gimp failed: {install.stderr}")

@@ -13,7 +13,7 @@ from fbcnn_plugins.cli.main import main
 
 from conftest import natural_image
 
-FBCNN = [sys.executable, "-m", "fbcnn_plugins.cli.main"]
+FBCNN = [sys.executable, "-P", "-m", "fbcnn_plugins.cli.main"]
 
 
 @pytest.fixture()

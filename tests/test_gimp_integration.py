@@ -72,7 +72,7 @@ def gimp3(request, bundled_color_model):
         if os.environ.get("FBCNN_REQUIRE_GIMP") == "1":
             pytest.fail(f"the GIMP {release.version} chroot could not be built: {error}")
         pytest.skip(f"no GIMP {release.version} here: {error}")
-    install = subprocess.run([sys.executable, "-m", "fbcnn_plugins.cli.main", "install-gimp",
+    install = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.cli.main", "install-gimp",
                               "--gimp-dir", str(root / release.profile)], capture_output=True, text=True)
     assert install.returncode == 0, install.stderr
     gimp = Gimp3(release)
@@ -343,7 +343,7 @@ def test_xcf_written_by_fbcnn_restore_opens_in_gimp(gimp3, precision, tolerance)
     assert gimp3.run(folder, {"action": "build", "size": [128, 96], "layers": layers, "precision": precision,
                               "output": gimp3.inside(made)})["success"]
     restored = folder / "restored.xcf"
-    cli = subprocess.run([sys.executable, "-m", "fbcnn_plugins.cli.main", "restore", str(made), "-o", str(restored),
+    cli = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.cli.main", "restore", str(made), "-o", str(restored),
                           "--qf", "20", "--device", "cpu"], capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     inspect_before = gimp3.folder()

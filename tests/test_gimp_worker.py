@@ -23,7 +23,7 @@ from fbcnn_plugins.gimp.worker import pixels_from
 
 from conftest import natural_image, pillow_jpeg
 
-WORKER = [sys.executable, "-m", "fbcnn_plugins.gimp.worker"]
+WORKER = [sys.executable, "-P", "-m", "fbcnn_plugins.gimp.worker"]
 
 
 def test_messages_round_trip_through_a_pipe_buffer():

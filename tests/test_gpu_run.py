@@ -12,8 +12,9 @@ import sys
 import numpy as np
 import pytest
 import skimage.data
-import torch
 from PIL import Image
+
+torch = pytest.importorskip("torch", reason="GPU windows train with PyTorch (pip install 'fbcnn-plugins[torch]')")
 
 from fbcnn_plugins.core.model_card import WeightsError, read_card, sha256_of
 from fbcnn_plugins.core.weights import load_weights, save_weights
@@ -118,7 +119,7 @@ def test_split_weights_rejoin_exactly_and_refuse_a_damaged_part(tmp_path):
 
 
 def run_window(out, pack, *extra):
-    command = [sys.executable, "-m", "fbcnn_plugins.training.gpu_run", "--config", str(GPU_CONFIG), "--data", str(pack),
+    command = [sys.executable, "-P", "-m", "fbcnn_plugins.training.gpu_run", "--config", str(GPU_CONFIG), "--data", str(pack),
                "--out", str(out), "--network", "tiny", "--batch-size", "4", "--patch-size", "48", "--workers", "0",
                "--device", "cpu", "--probe-seconds", "0.5", "--part-bytes", "1000000", *extra]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OUT": ""}, timeout=1800)
@@ -146,7 +147,7 @@ def test_a_gpu_window_runs_end_to_end_on_the_cpu_and_the_next_one_continues_it(p
     assert len(read_card(tmp_path / "out1" / "fbcnn-color-base.json")["parts"]) == 3  # tiny fp16: 2.5 MB in 1 MB parts
 
     history = tmp_path / "history"
-    done = subprocess.run([sys.executable, "-m", "fbcnn_plugins.training.gpu_collect", str(tmp_path / "out1"),
+    done = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.training.gpu_collect", str(tmp_path / "out1"),
                            "--into", str(history)], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     weights = history / "fbcnn-color-base.safetensors"
@@ -165,7 +166,7 @@ def test_a_gpu_window_runs_end_to_end_on_the_cpu_and_the_next_one_continues_it(p
 
 
 def test_a_missing_pack_is_a_clear_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "fbcnn_plugins.training.gpu_run", "--data", str(tmp_path / "nothing"),
+    done = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.training.gpu_run", "--data", str(tmp_path / "nothing"),
                            "--out", str(tmp_path / "out"), "--device", "cpu"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2 and "not a data pack" in done.stderr
 

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fbcnn_plugins.cli.main import main
 
-from conftest import natural_image
+from conftest import natural_image, needs_torch
 
-FBCNN = [sys.executable, "-m", "fbcnn_plugins.cli.main"]
+FBCNN = [sys.executable, "-P", "-m", "fbcnn_plugins.cli.main"]
 
 
 def run_cli(*args, capsys):
@@ -62,6 +61,8 @@ def checkpoint(tmp_path):
     path = Trainer(config, run, log=lambda _: None).save()
 
     def edit(**changes):
+        import torch
+
         state = torch.load(path, map_location="cpu", weights_only=True)
         for key, value in changes.items():
             if value is None:
@@ -73,6 +74,7 @@ def checkpoint(tmp_path):
     return edit
 
 
+@needs_torch
 def test_export_refuses_a_checkpoint_name_that_is_a_path(tmp_path, capsys, checkpoint):
     from fbcnn_plugins.models import HERE as bundled
 
@@ -84,6 +86,7 @@ def test_export_refuses_a_checkpoint_name_that_is_a_path(tmp_path, capsys, check
     assert list(outside.iterdir()) == []
 
 
+@needs_torch
 def test_export_of_a_checkpoint_missing_keys_is_a_message(tmp_path, capsys, checkpoint):
     run = checkpoint(config_name=None)
     code, _, err = run_cli("export", run, "--out", tmp_path / "m.safetensors", capsys=capsys)
@@ -94,6 +97,7 @@ def test_export_of_a_checkpoint_missing_keys_is_a_message(tmp_path, capsys, chec
     assert not (tmp_path / "m.safetensors").exists()
 
 
+@needs_torch
 def test_export_never_replaces_unrelated_files_or_a_bundled_model_unasked(tmp_path, capsys, checkpoint):
     from fbcnn_plugins.models import HERE as bundled
     from fbcnn_plugins.training.export import check_export_target
@@ -121,6 +125,7 @@ def test_export_never_replaces_unrelated_files_or_a_bundled_model_unasked(tmp_pa
 
 # -- item 6: fbcnn train --config --------------------------------------------------------------------
 
+@needs_torch
 def test_train_with_a_missing_invalid_or_special_config_is_a_message(tmp_path, capsys):
     code, _, err = run_cli("train", "--config", tmp_path / "nope.toml", capsys=capsys)
     assert code == 2 and "nope.toml" in err
@@ -141,6 +146,7 @@ def bad_image_folder(folder: Path, kind: str, side: int) -> Path:
     return folder
 
 
+@needs_torch
 def test_train_on_corrupt_or_tiny_images_is_a_message(tmp_path, capsys):
     for kind in ("corrupt", "tiny"):
         folder = bad_image_folder(tmp_path / kind, kind, 8)
@@ -199,7 +205,7 @@ def test_a_planar_float_tiff_is_held_to_the_pixel_limit(tmp_path):
 # -- item 13: fbcnn eval, a closed pipe -------------------------------------------------------------------
 
 def test_eval_scales_sixteen_bit_gray_instead_of_clipping_it(tmp_path):
-    from fbcnn_plugins.training.data import load_training_image
+    from fbcnn_plugins.training.image_files import load_training_image
 
     ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "deep.png")
@@ -218,7 +224,8 @@ def test_eval_on_corrupt_or_tiny_images_is_a_message(tmp_path, capsys):
 def test_a_closed_pipe_ends_a_command_quietly(tmp_path):
     reader, writer = os.pipe()
     os.close(reader)  # the reader went away before the command printed anything, as `| head -0` does
-    done = subprocess.run([*FBCNN, "models", "--json"], stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    done = subprocess.run([*FBCNN, "models", "--json"], stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120,
+                          cwd=tmp_path)
     os.close(writer)
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
     assert done.returncode == 141
