@@ -98,7 +98,7 @@ HEAVIER_DAMAGE_MIN_SIDE = 64
 #: :data:`HEAVIER_DAMAGE_MARGIN` under the last save (see :func:`heavier_damage`).
 STRENGTH_MARGIN = 15.0
 #: The QF estimate must sit this many QF steps under the last save for rule 3; models without a
-#: strength head (the bundled gray model, third-party weights) go by it alone, up to
+#: strength head (third-party weights) go by it alone, up to
 #: :data:`HEAVIER_DAMAGE_MAX_GAP`.  On 128-px training crops (12 images) a single JPEG at QF 80, 90
 #: or 95 left the prediction at most 1.8 under the header, while a JPEG at QF 10-20 resized by
 #: 0.6-0.9 and saved at 90/95 left it 4-17 under (an upscale, up to 22); a far larger gap is content
