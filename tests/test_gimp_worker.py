@@ -78,7 +78,7 @@ def test_worker_hello_answers_without_loading_torch(worker):
     assert worker.info["protocol"] == PROTOCOL_VERSION and worker.info["version"] == __version__
     # The dialog shows the header's QF as soon as the worker says hello: that path must not import torch.
     probe = subprocess.run(
-        [sys.executable, "-c",
+        [sys.executable, "-P", "-c",
          "import sys, io\n"
          "from fbcnn_plugins.gimp.worker import Worker\n"
          "w = Worker()\n"

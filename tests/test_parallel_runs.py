@@ -76,7 +76,7 @@ def wait_for(path: Path, timeout_s: float = 120) -> None:
 def hold_claim(target: Path, tmp_path: Path, *, write: bool) -> tuple[subprocess.Popen, Path]:
     """Another run's claim on ``target``, held until the returned release file is made."""
     ready, release = tmp_path / "ready", tmp_path / "release"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_CLAIM, str(target), str(ready), str(release),
+    holder = subprocess.Popen([sys.executable, "-P", "-c", HOLD_CLAIM, str(target), str(ready), str(release),
                                "write" if write else "give-up"])
     wait_for(ready)
     return holder, release
@@ -99,7 +99,7 @@ def test_concurrent_runs_on_one_folder_restore_every_file_exactly_once(tmp_path,
     folder = photo_folder(tmp_path / "shots", 6)
     go = tmp_path / "go"
     children = [
-        subprocess.Popen([sys.executable, "-c", RUN_WHEN_TOLD, str(go), "restore", str(folder), "--qf", "25",
+        subprocess.Popen([sys.executable, "-P", "-c", RUN_WHEN_TOLD, str(go), "restore", str(folder), "--qf", "25",
                           "--skip-existing", "--json", "-q"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -172,7 +172,7 @@ def test_a_claim_left_by_a_killed_run_blocks_nothing_and_is_removed(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=60)
     assert claim_path(target).exists()  # SIGKILL left the file, but not its lock
-    done = subprocess.run([sys.executable, "-m", "fbcnn_plugins.cli.main", "restore", folder, "--qf", "30",
+    done = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.cli.main", "restore", folder, "--qf", "30",
                            "--skip-existing", "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["restored"] == 2

@@ -102,7 +102,7 @@ def _jpeg_folder(folder: Path, count: int, size: int) -> Path:
 
 
 def _run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fbcnn_plugins.cli.main", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.cli.main", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -182,7 +182,7 @@ def test_sigterm_stops_a_ray_run_cleanly_and_reports_what_was_written(cluster, t
     count = 8
     _jpeg_folder(tmp_path / "in", count, 256)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "fbcnn_plugins.cli.main", "restore", "in", "-o", "out", "--device", "cpu",
+    command = [sys.executable, "-P", "-m", "fbcnn_plugins.cli.main", "restore", "in", "-o", "out", "--device", "cpu",
                "--json", f"--ray={address}"]
     driver = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 200
@@ -265,7 +265,7 @@ def test_video_chunks_on_ray_join_into_the_single_vspipe_output(cluster, tmp_pat
     assert single.returncode == 0, single.stderr
 
     chunked = subprocess.run(
-        [sys.executable, "-m", "fbcnn_plugins.ray.video", str(script), "chunked.y4m", "--chunk", "2", "--ray", address],
+        [sys.executable, "-P", "-m", "fbcnn_plugins.ray.video", str(script), "chunked.y4m", "--chunk", "2", "--ray", address],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert chunked.returncode == 0, chunked.stderr[-3000:]

@@ -24,7 +24,7 @@ from fbcnn_plugins.cli.main import main
 
 from conftest import natural_image
 
-FBCNN = [sys.executable, "-m", "fbcnn_plugins.cli.main"]
+FBCNN = [sys.executable, "-P", "-m", "fbcnn_plugins.cli.main"]
 
 
 def run_cli(*args, capsys):
@@ -462,7 +462,7 @@ def test_models_command_does_not_import_torch():
     code = ("import sys; from fbcnn_plugins.cli.main import main; status = main(['models']); "
             "heavy = [m for m in ('torch', 'cv2', 'PIL') if m in sys.modules]; "
             "print('HEAVY', heavy); sys.exit(status)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "fbcnn-color-small" in done.stdout and "HEAVY []" in done.stdout
 
@@ -477,7 +477,7 @@ def test_test_photos_come_from_scikit_image_when_the_team_data_is_hidden():
             "assert np.array_equal(conftest.natural_image(400, 600, seed=0), skimage.data.coffee()); "
             "print('ok')")
     environment = {**os.environ, "FBCNN_SHARED_DIR": "/nonexistent/fbcnn-shared"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1], env=environment)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
@@ -518,7 +518,7 @@ assert not [p.name for p in target.parent.iterdir() if ".part" in p.name] and no
 def test_a_signal_during_a_held_section_is_raised_when_it_ends(tmp_path):
     # The race behind defect 5: a stop between creating a temporary file and arming its removal.
     # In a process of its own: a signal sent to the test process would reach its library threads.
-    done = subprocess.run([sys.executable, "-c", HELD_SECTION_SCRIPT, str(tmp_path)],
+    done = subprocess.run([sys.executable, "-P", "-c", HELD_SECTION_SCRIPT, str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert not leftovers(tmp_path)

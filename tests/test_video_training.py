@@ -151,7 +151,7 @@ def test_video_config_needs_its_pairs(tmp_path):
 
 @needs_codecs
 def test_pair_builder_command_says_what_is_missing(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "fbcnn_plugins.training.video_pairs", "--out", str(tmp_path / "p"),
+    result = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.training.video_pairs", "--out", str(tmp_path / "p"),
                              "--train-dir", str(tmp_path / "nothing"), "--clips", "1"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "nothing" in result.stderr and "Traceback" not in result.stderr
