@@ -490,8 +490,13 @@ def test_the_gray_model_gets_its_strength_head_from_gray_patches(tmp_path):
     loaded = load_weights(out)
     assert loaded.verified and loaded.is_gray and loaded.network.has_strength_head
     assert loaded.card["strength_head"]["added_to_sha256"] == gray.card["sha256"]
+    fitted = loaded.network.state_dict()
     for key, value in gray.network.state_dict().items():
-        assert torch.equal(loaded.network.state_dict()[key], value), key  # nothing else changed
+        if key.startswith("strength_pred."):
+            continue  # the head this fit replaces
+        assert torch.equal(fitted[key], value), key  # nothing else changed
+    assert not all(torch.equal(fitted[key], value) for key, value in gray.network.state_dict().items()
+                   if key.startswith("strength_pred."))
 
 
 def test_a_stage_started_from_weights_with_a_strength_head_leaves_the_head_behind(tiny_config, tmp_path):
