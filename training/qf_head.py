@@ -391,5 +391,6 @@ def with_strength_head(model: LoadedModel, network: torch.nn.Module, out: Path, 
     extra["strength_head"] = {**record, "added_to_sha256": card.get("sha256")}
     return save_weights(network, out, model.config, name=model.name, dtype=dtype, extra=extra)
 
+
 if __name__ == "__main__":
     main()
