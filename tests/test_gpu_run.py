@@ -180,3 +180,19 @@ def test_parts_of_damaged_weights_are_refused_before_anything_is_written(tmp_pat
     with pytest.raises(WeightsError, match="NaN"):
         join_weights(card, tmp_path / "into")
     assert not (tmp_path / "into").exists()
+
+
+def test_the_inference_benchmark_times_the_photo_and_both_frame_paths(monkeypatch):
+    """The window's inference benchmark, on the CPU at small sizes: the ``fbcnn bench`` child runs
+    from the repository root (as on the GPU machine, where the checkout's own folders must not shadow
+    the installed package) and the frames are timed through the tiled and the whole-frame paths."""
+    from fbcnn_plugins.training.gpu_measure import inference_benchmarks
+
+    monkeypatch.chdir(REPO)
+    report = inference_benchmarks(120, lambda _: None, device="cpu", photo_size=(160, 96), frame_size=(200, 120),
+                                  precisions=("fp32",), batches=(1, 2), min_seconds=0.0)
+    assert "error" not in report["photo"], report["photo"]
+    assert report["photo_command"].startswith("fbcnn bench --device cpu --size 160 96")
+    frames = report["frames"]
+    assert [(f["tile"], f["batch_size"]) for f in frames] == [(512, 1), (200, 1), (200, 2)]
+    assert all(f["fps"] > 0 and f["mp_per_s"] == pytest.approx(f["fps"] * 0.024) for f in frames)

@@ -273,6 +273,22 @@ def run_window(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     return report
 
 
+def bench_window(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
+    """A window spent on inference alone: the machine and the bundled model's rates, in report.json."""
+    device = torch.device(args.device if args.device and args.device != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"status": "benchmarking", "command": getattr(args, "argv", None), "started": time.time(),
+                              "machine": machine_summary(device)}
+    precisions = ("fp16", "bf16") if device.type == "cuda" else ("fp32", "bf16")
+    report["inference"] = inference_benchmarks(args.bench_seconds, log, device=str(device), precisions=precisions)
+    report["status"] = "benchmarked"
+    report["finished"] = time.time()
+    write_text_atomic(out / REPORT, json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def _initial_weights(choice: str, config: TrainConfig) -> Path | None:
     if choice == "none":
         return None
@@ -313,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-every", type=int, default=20, help="steps per logged training window")
     parser.add_argument("--no-bench", action="store_true", help="skip the CUDA inference benchmark")
     parser.add_argument("--bench-seconds", type=float, default=120.0, help="time allowed for the inference benchmark")
+    parser.add_argument("--bench-only", action="store_true",
+                        help="time the bundled model's inference alone (no training) and write the report")
     return parser
 
 
@@ -320,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        report = run_window(args)
+        report = bench_window(args) if args.bench_only else run_window(args)
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"gpu_run: {error}", file=sys.stderr)
         return 2
-    return 0 if report["status"] in ("complete", "probe") else 1
+    return 0 if report["status"] in ("complete", "probe", "benchmarked") else 1
 
 
 if __name__ == "__main__":

@@ -15,4 +15,4 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-index --no-compile
 export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$OUT/run.log"
 timeout --signal=TERM --kill-after=15 "${WINDOW_SECONDS:-565}" \
-  python3 -m fbcnn_plugins.training.gpu_run --data data-pack --out "$OUT" "$@" 2>&1 | tee -a "$OUT/run.log"
+  python3 -P -m fbcnn_plugins.training.gpu_run --data data-pack --out "$OUT" "$@" 2>&1 | tee -a "$OUT/run.log"
