@@ -22,7 +22,7 @@ from .ensemble import self_ensemble
 from .pixels import merge_image, split_image
 from .qf_estimation import dominant_quality
 from .quality import QFEstimate, clamp_qf, parse_qf, qf_to_scalar, scalar_to_qf
-from .tiling import DEFAULT_TILE, Tile, check_tiling, default_overlap, iter_tiles, quality_tiles, run_tiled
+from .tiling import Tile, check_tiling, default_overlap, default_tile, iter_tiles, quality_tiles, run_tiled
 from .weights import LoadedModel, WeightsError
 
 #: An engine: the OpenVINO or the PyTorch network behind the same methods, on numpy arrays.
@@ -67,16 +67,17 @@ class Restorer:
         *,
         device: str | Device = "auto",
         precision: str | None = None,
-        tile: int = DEFAULT_TILE,
+        tile: int | None = None,
         overlap: int | None = None,
         self_ensemble: bool = False,
         backend: str = "auto",
     ) -> None:
+        self.device = resolve_device(device)
+        tile = default_tile(self.device.type) if tile is None else tile
         overlap = default_overlap(tile) if overlap is None else overlap
         check_tiling(tile, overlap)
         #: Average the 8 flips/rotations of every tile: a little more quality for 8x the time.
         self.self_ensemble = self_ensemble
-        self.device = resolve_device(device)
         #: The compute precision (fp32, bf16, fp16): by default the fastest one the hardware computes natively.
         self.precision = resolve_precision(precision, self.device)
         self.backend = resolve_backend(backend, self.device, self.precision)

@@ -80,14 +80,13 @@ class Worker:
         if "fbcnn_plugins.core.restorer" not in sys.modules:  # the first request of a run: seconds of imports
             announce({"kind": "progress", "stage": "loading the engine"})
         from fbcnn_plugins.core.restorer import Restorer
-        from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
         model = header.get("model") or None
         model = None if model == "auto" else model
         device = header.get("device") or "auto"
         if device not in DEVICE_CHOICES:
             raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-        tile = int(header.get("tile") or 0) or DEFAULT_TILE
+        tile = int(header.get("tile") or 0) or None  # None: the core's default for the device
         ensemble = header.get("self_ensemble", False)
         if not isinstance(ensemble, bool):
             raise ValueError(f"self_ensemble must be true or false, got {ensemble!r}")

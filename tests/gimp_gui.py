@@ -139,12 +139,21 @@ class GimpGui:
             found.setdefault(self.xdotool("getwindowname", window), window)
         return found
 
-    def image_window(self) -> tuple[str, str] | None:
-        """(id, title) of the image window; the title starts with "*" when the image is dirty."""
-        for name, window in self.windows().items():
-            if name.endswith("GIMP") and "[" in name:
-                return window, name
-        return None
+    def image_window(self, patience: float = 10.0) -> tuple[str, str] | None:
+        """(id, title) of the image window; the title starts with "*" when the image is dirty.
+
+        One search can miss it: xdotool exits on X's BadWindow error when a window it is looking
+        at is destroyed mid-search, which is just when a dialog closes after Cancel.  So the
+        window counts as gone only when searches keep missing it for ``patience`` seconds.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            for name, window in self.windows().items():
+                if name.endswith("GIMP") and "[" in name:
+                    return window, name
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.25)
 
     def dialog(self) -> str | None:
         return self.windows().get(DIALOG)

@@ -91,3 +91,13 @@ def test_small_tiles_get_an_overlap_that_check_tiling_accepts(bundled_color_mode
     implicit = Restorer(bundled_color_model, device="cpu", tile=64).restore(degraded, qf=20)
     explicit = Restorer(bundled_color_model, device="cpu", tile=64, overlap=24).restore(degraded, qf=20)
     assert np.array_equal(implicit.image, explicit.image)
+
+
+def test_the_default_tile_follows_the_device_and_a_given_tile_wins(bundled_color_model):
+    from fbcnn_plugins.core.restorer import Restorer
+    from fbcnn_plugins.core.tiling import DEFAULT_TILE, GPU_DEFAULT_TILE, default_tile
+
+    assert Restorer(bundled_color_model, device="cpu").tile == DEFAULT_TILE == default_tile("cpu")
+    assert default_tile("cuda") == GPU_DEFAULT_TILE > DEFAULT_TILE and default_tile("mps") == DEFAULT_TILE
+    restorer = Restorer(bundled_color_model, device="cpu", tile=256)
+    assert (restorer.tile, restorer.overlap) == (256, 32)

@@ -116,17 +116,21 @@ def inference_benchmarks(seconds_left: float, log: Any = print, *, device: str =
     as the VapourSynth filter's engine runs them.
 
     The filter restores a frame larger than its tile through the core's tiling, one frame at a
-    time (its default, tile 512); with a tile that holds the whole frame it sends ``batch_size``
-    frames through the network at once.  Both are timed, so the report says what the default
-    costs and what a larger tile buys.
+    time; with a tile that holds the whole frame it sends ``batch_size`` frames through the
+    network at once.  Both are timed, at the device's default tile and at 512 (the CPU's), so the
+    report says what the default costs and what each tile size buys.
     """
     from fbcnn_plugins.core.catalog import load_model
+    from fbcnn_plugins.core.device import resolve_device
     from fbcnn_plugins.core.restorer import Restorer
+    from fbcnn_plugins.core.tiling import DEFAULT_TILE, default_tile
 
     report: dict[str, Any] = {}
     width, height = photo_size
+    # The device's default tile, and the CPU's 512 beside it where the two differ.
+    tiles = sorted({default_tile(resolve_device(device).type), DEFAULT_TILE})
     options = ["bench", "--device", device, "--size", str(width), str(height), "--precision", *precisions,
-               "--repeats", "3"]
+               "--tile", *map(str, tiles), "--repeats", "3"]
     # -P: the repository's own folders must not shadow the installed package (the command runs in its root).
     command = [sys.executable, "-P", "-m", "fbcnn_plugins.cli.main", *options, "--json"]
     try:
@@ -152,10 +156,11 @@ def inference_benchmarks(seconds_left: float, log: Any = print, *, device: str =
 
     results = []
     for precision in precisions:
-        tiled = Restorer(model, device=device, precision=precision)
-        fps = timed(lambda: tiled.restore_tensor(frames[:1], 30, gray=False), 1)
-        results.append({"precision": precision, "tile": tiled.tile, "batch_size": 1, "fps": fps, "mp_per_s": fps * megapixels})
-        log(f"frames {frame_width}x{frame_height}, {precision}, tile {tiled.tile}: {fps:.1f} fps, {fps * megapixels:.1f} MP/s")
+        for tile in tiles:
+            tiled = Restorer(model, device=device, precision=precision, tile=tile)
+            fps = timed(lambda: tiled.restore_tensor(frames[:1], 30, gray=False), 1)
+            results.append({"precision": precision, "tile": tile, "batch_size": 1, "fps": fps, "mp_per_s": fps * megapixels})
+            log(f"frames {frame_width}x{frame_height}, {precision}, tile {tile}: {fps:.1f} fps, {fps * megapixels:.1f} MP/s")
         whole = Restorer(model, device=device, precision=precision, tile=-(-max(frame_size) // 8) * 8)
         _, network = whole.prepared_network(False)
         for batch in batches:

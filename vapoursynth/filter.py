@@ -25,7 +25,6 @@ from fbcnn_plugins.core.quality import QF_MAX, QF_MIN, clamp_qf
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.core.threads import set_num_threads
 from fbcnn_plugins.core.torch_extra import torch_installed
-from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
 from .arguments import check_options, check_planes, check_yuv_mode
 from .colorimetry import parse_matrix, through_rgb
@@ -68,7 +67,7 @@ def fbcnn(
         MPEG-2, H.264, HEVC and JPEG damage; the photo models where none is installed).
     :param device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     :param precision: ``fp32``, ``fp16`` or ``bf16``; half-float clips use fp16 where the device has it.
-    :param tile, overlap: tile size and overlap (multiples of 8) for large frames; None: 512 and 32.
+    :param tile, overlap: tile size and overlap (multiples of 8) for large frames; None: 512 (2048 on CUDA) and 32.
     :param num_streams: CUDA streams used concurrently on a GPU.
     :param batch_size: frames restored together in one network call (all with the same QF).
     :param qf_smoothing: average the predicted QF over +-N frames of the same scene
@@ -154,7 +153,7 @@ def _restore_rgb_or_gray(
             model = default_model_entry(gray, footage="video").name
         restorer = Restorer(
             model, device=device, precision=_precision_for(fmt, precision, device),
-            tile=DEFAULT_TILE if tile is None else tile, overlap=overlap,
+            tile=tile, overlap=overlap,
             self_ensemble=self_ensemble,
         )
         loaded = restorer.model_for(gray)

@@ -68,11 +68,10 @@ class RestoreOptions:
 def make_restorer(options: RestoreOptions) -> Restorer:
     """The restorer the options describe (loads the model: raises for a bad model, device or tiling)."""
     from fbcnn_plugins.core.restorer import Restorer
-    from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
     return Restorer(
         options.model, device=options.device, precision=options.precision,
-        tile=DEFAULT_TILE if options.tile is None else options.tile, overlap=options.overlap,
+        tile=options.tile, overlap=options.overlap,
         self_ensemble=options.self_ensemble,
     )
 

@@ -28,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="QF driving the network (default: 30); auto also measures predicting it")
     parser.add_argument("--size", nargs=2, type=int, default=[1024, 768], metavar=("W", "H"),
                         help="image size in pixels (default: 1024 768)")
-    parser.add_argument("--tile", type=int, nargs="+", help="tile sizes to compare, multiples of 8 (default: 512)")
+    parser.add_argument("--tile", type=int, nargs="+", help="tile sizes to compare, multiples of 8 (default: 512; 2048 on a CUDA GPU)")
     parser.add_argument("--self-ensemble", action="store_true", help="measure with the 8-fold self-ensemble")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the best counts (default: 3)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the engine (default: the engine's own)")
@@ -42,21 +42,21 @@ def run(args: argparse.Namespace) -> int:
     from fbcnn_plugins.core.device import DeviceError, precision_name, resolve_device, resolve_precision
     from fbcnn_plugins.core.quality import parse_qf
     from fbcnn_plugins.core.restorer import resolve_backend
-    from fbcnn_plugins.core.tiling import DEFAULT_TILE, check_tiling, default_overlap
+    from fbcnn_plugins.core.tiling import check_tiling, default_overlap, default_tile
 
     width, height = args.size
-    tiles = args.tile or [DEFAULT_TILE]
     try:
         if width < 8 or height < 8:
             raise ValueError(f"--size {width} {height}: both sides must be at least 8 pixels")
         if args.repeats < 1:
             raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
-        for tile in tiles:
+        for tile in args.tile or []:
             check_tiling(tile, default_overlap(tile))
         qf = parse_qf(args.qf)
         if qf not in ("auto", "predicted") and not isinstance(qf, int):
             raise ValueError(f"--qf must be a number or auto, got {args.qf!r}")
         device = resolve_device(args.device)
+        tiles = args.tile or [default_tile(device.type)]
         default_precision = resolve_precision(None, device)
         default = (resolve_backend("auto", device, default_precision), precision_name(default_precision))
         settings = settings_to_compare(device, args.backend, args.precision, default)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"fbcnn bench: {backend} {precision} at tile {tile} on {device} failed: {error}", file=sys.stderr)
                 failures += 1
                 continue
-            row["default"] = (row["backend"], row["precision"]) == default and tile == DEFAULT_TILE
+            row["default"] = (row["backend"], row["precision"]) == default and tile == default_tile(device.type)
             rows.append(row)
     # Ratios against PyTorch fp32 (the reference every other setting is checked against), else the first row.
     baseline = next((r for r in rows if (r["backend"], r["precision"]) == ("pytorch", "fp32")), rows[0] if rows else None)

@@ -41,7 +41,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fbcnn_plugins.core.device import precision_name
-    from fbcnn_plugins.core.tiling import DEFAULT_TILE
     from fbcnn_plugins.core.restorer import Restorer
     from fbcnn_plugins.training.evaluation import Condition, evaluate, load_eval_images
 
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         images = load_eval_images(args.images, args.gray, args.limit)
         restorer = None if args.jpeg_only else Restorer(
-            args.model, device=args.device, tile=args.tile or DEFAULT_TILE, self_ensemble=args.self_ensemble,
+            args.model, device=args.device, tile=args.tile or None, self_ensemble=args.self_ensemble,
             precision=args.precision, backend=args.backend,
         )
         if restorer is not None:

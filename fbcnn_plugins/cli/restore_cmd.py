@@ -47,7 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                         help="compute precision (default: the fastest the hardware computes natively: bf16 on CPUs "
                         "with AVX-512-BF16/AMX and on recent CUDA GPUs, else fp32; see fbcnn bench)")
-    parser.add_argument("--tile", type=int, help="tile size in pixels, a positive multiple of 8 (default: 512)")
+    parser.add_argument("--tile", type=int, help="tile size in pixels, a positive multiple of 8 (default: 512; 2048 on a CUDA GPU)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels, multiple of 8 (default: 32; less for tiles under 72)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the 8 flips/rotations: a little more quality for 8x the time")

@@ -52,7 +52,6 @@ def measure(
 
     from fbcnn_plugins.core.restorer import Restorer
     from fbcnn_plugins.core.threads import set_num_threads
-    from fbcnn_plugins.core.tiling import DEFAULT_TILE
 
     if threads:
         set_num_threads(threads)
@@ -65,7 +64,7 @@ def measure(
     else:
         loaded = model
     restorer = Restorer(loaded, device=device, precision=precision, backend=backend,
-                        tile=tile or DEFAULT_TILE, self_ensemble=self_ensemble)
+                        tile=tile or None, self_ensemble=self_ensemble)
     shape = (height, width) if gray else (height, width, 3)
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     on_gpu = restorer.device.type == "cuda"
