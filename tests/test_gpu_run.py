@@ -23,6 +23,7 @@ from fbcnn_plugins.training.config import load_train_config
 from fbcnn_plugins.training.data_pack import build_pack, central_crop, shrink
 from fbcnn_plugins.training.gpu_collect import collect
 from fbcnn_plugins.training.gpu_run import WindowPlan, gpu_settings, plan_window
+from fbcnn_plugins.training.start_weights import read_start_weights
 from fbcnn_plugins.training.trainer import cosine_factor
 from fbcnn_plugins.training.weight_parts import join_weights, split_weights
 
@@ -148,14 +149,22 @@ def test_a_gpu_window_runs_end_to_end_on_the_cpu_and_the_next_one_continues_it(p
 
     history = tmp_path / "history"
     done = subprocess.run([sys.executable, "-P", "-m", "fbcnn_plugins.training.gpu_collect", str(tmp_path / "out1"),
-                           "--into", str(history)], capture_output=True, text=True, cwd=REPO)
+                           "--into", str(history), "--keep-weights"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     weights = history / "fbcnn-color-base.safetensors"
     loaded = load_weights(weights)
     assert loaded.verified and loaded.config.name == "tiny"
     assert (history / "fbcnn-color-base.report.json").is_file()
+    # The next window starts from the 8-bit form: about half the bytes, the same network within rounding.
+    start = history / "fbcnn-color-base.start.safetensors"
+    assert start.stat().st_size < 0.6 * weights.stat().st_size
+    state, card = read_start_weights(start)
+    assert card["sha256"] == sha256_of(weights) == read_card(history / "fbcnn-color-base.json")["sha256"]
+    reference = loaded.network.float().state_dict()
+    for name, value in state.items():
+        assert torch.allclose(value, reference[name], rtol=0, atol=float(reference[name].abs().max()) / 250 + 1e-3), name
 
-    second = run_window(tmp_path / "out2", pack_dir, "--budget", "3", "--init", str(weights), "--final-val-qfs", "10")
+    second = run_window(tmp_path / "out2", pack_dir, "--budget", "3", "--init", str(start), "--final-val-qfs", "10")
     assert second["plan"]["index"] == 1 and second["init_sha256"] == sha256_of(weights)
     assert second["plan"]["lr_start"] == pytest.approx(first["plan"]["lr_end"])
     card = read_card(tmp_path / "out2" / "fbcnn-color-base.json")

@@ -3,9 +3,12 @@
     python -m fbcnn_plugins.training.gpu_collect /work/.device/.../files   # into training/gpu_runs/
 
 For each card among the returned files that names weight parts, every part's sha256 and the
-joined file's are checked against the card, then the weights (``NAME.safetensors``), the card and
-the window's ``report.json`` (as ``NAME.report.json``) are written into ``--into``, the folder
-the next window starts from.  Nothing is written unless every check passes.
+joined file's are checked against the card, then the weights' 8-bit starting point
+(``NAME.start.safetensors``, training/start_weights.py: half the bytes, which the next window's
+data pack gets), the card and the window's ``report.json`` (as ``NAME.report.json``) are written
+into ``--into``, the folder the next window starts from.  ``--keep-weights`` also keeps the fp16
+weights themselves (``NAME.safetensors``), for a window whose model is to ship.  Nothing is
+written unless every check passes.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from fbcnn_plugins.core.atomic import atomic_target
 from fbcnn_plugins.core.model_card import WeightsError, read_card
 
 from .gpu_run import HISTORY_DIR, REPORT
+from .start_weights import start_path, write_start_weights
 from .weight_parts import join_weights, verified_parts
 
 
@@ -35,7 +40,8 @@ def returned_cards(folder: Path) -> list[Path]:
     return cards
 
 
-def collect(folder: Path, into: Path) -> list[Path]:
+def collect(folder: Path, into: Path, *, keep_weights: bool = False) -> list[Path]:
+    """Check and place the returned weights; returns the cards written (``NAME.json``)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: returned-files folder not found")
     cards = returned_cards(folder)
@@ -45,7 +51,12 @@ def collect(folder: Path, into: Path) -> list[Path]:
         verified_parts(card)
     placed = []
     for card in cards:
-        placed.append(join_weights(card, into))
+        with tempfile.TemporaryDirectory(prefix="fbcnn-collect-") as scratch:
+            joined = join_weights(card, into if keep_weights else Path(scratch))
+            write_start_weights(joined, start_path(into, card.stem))
+            if not keep_weights:
+                shutil.copyfile(joined.with_suffix(".json"), into / f"{card.stem}.json")
+        placed.append(into / f"{card.stem}.json")
         report = folder / REPORT
         if report.is_file():
             json.loads(report.read_text())  # a damaged report is an error, not a file to commit
@@ -58,16 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="the folder the GPU window's files were returned into")
     parser.add_argument("--into", type=Path, default=HISTORY_DIR, help=f"where the weights go (default: {HISTORY_DIR})")
+    parser.add_argument("--keep-weights", action="store_true",
+                        help="keep the fp16 weights beside their 8-bit starting point (a model to ship)")
     args = parser.parse_args(argv)
     try:
-        placed = collect(args.folder, args.into)
+        placed = collect(args.folder, args.into, keep_weights=args.keep_weights)
     except (FileNotFoundError, WeightsError, ValueError) as error:
         print(f"gpu_collect: {error}", file=sys.stderr)
         return 2
     for path in placed:
         card = read_card(path)
         run = card.get("training", {}).get("gpu_run", {})
-        print(f"{path}: sha256 {card['sha256'][:16]}... checked; window {run.get('index', 0) + 1} of {run.get('planned', '?')}, "
+        print(f"{path.with_suffix('')}: sha256 {card['sha256'][:16]}... checked; window {run.get('index', 0) + 1} of {run.get('planned', '?')}, "
               f"{card.get('training', {}).get('steps')} steps")
     return 0
 

@@ -48,6 +48,7 @@ from .gpu_measure import (
     inference_benchmarks, machine_summary, measure_data_rate, measure_matmul_tflops, rates_against_ceiling, throughput,
 )
 from .trainer import Trainer, ValidationSet, cosine_factor, read_log, stage_record
+from .start_weights import is_start_weights, start_card, start_path
 from .weight_parts import DEFAULT_PART_BYTES, split_weights
 
 DEFAULT_CONFIG = Path("training/configs/color-base-gpu.toml")
@@ -160,7 +161,8 @@ def run_window(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             overrides["val_every"] = 0
     config = dataclasses.replace(config, **overrides)
     init = _initial_weights(args.init, config)
-    init_card = read_card(init) if init and init.suffix == ".safetensors" else None
+    init_card = start_card(init) if init and is_start_weights(init) else (
+        read_card(init) if init and init.suffix == ".safetensors" else None)
     budget = float(args.budget if args.budget is not None else settings["budget"])
     plan = plan_window(config, init_card, settings, budget, args.planned_runs)
     config = dataclasses.replace(config, init_from=str(init) if init else "", seed=plan.seed)
@@ -292,9 +294,11 @@ def bench_window(args: argparse.Namespace, log: Any = print) -> dict[str, Any]:
 def _initial_weights(choice: str, config: TrainConfig) -> Path | None:
     if choice == "none":
         return None
-    if choice == "auto":
-        path = HISTORY_DIR / f"{config.name}.safetensors"
-        return path if path.exists() else None
+    if choice == "auto":  # the last window's 8-bit starting point, else its fp16 weights
+        for path in (start_path(HISTORY_DIR, config.name), HISTORY_DIR / f"{config.name}.safetensors"):
+            if path.exists():
+                return path
+        return None
     path = Path(choice)
     if not path.exists():
         raise FileNotFoundError(f"{path}: weights to start from not found")

@@ -32,6 +32,7 @@ from fbcnn_plugins.core.metrics import psnr
 
 from .config import TrainConfig
 from .data import GRID, PatchBatches, list_images, load_training_image
+from .start_weights import is_start_weights, read_start_weights
 from .video_pairs import load_pairs
 
 CHECKPOINT = "last.pt"
@@ -239,6 +240,11 @@ def initial_weights(path: Path, config: TrainConfig) -> tuple[dict[str, torch.Te
     and what is known of the training that made them, so the final card tells the whole history."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: init_from weights not found")
+    if is_start_weights(path):  # a GPU window's 8-bit starting point (training/start_weights.py)
+        state, card = read_start_weights(path)
+        _require_network_of(config, path, card["config"]["name"], card.get("in_channels") == 1)
+        history = {**(card.get("training") or {}), "sha256": card.get("sha256")}
+        return {key: value for key, value in state.items() if not key.startswith("strength_pred.")}, history
     if path.suffix == ".pt":
         state = load_checkpoint(path)
         _require_network_of(config, path, state["network_config"], state["gray"])
