@@ -23,7 +23,9 @@ degradation chains, never on the validation images the benchmark reports):
    the last save did not erase; undo it (``dominant``).
 2. Else the header, else a trusted FBCNN-D grid (``header`` / ``dominant``); a header of a
    file with full-resolution colour (4:4:4) is mapped to the somewhat higher strength such
-   files call for (:data:`FULL_CHROMA_STRENGTH`) ...
+   files call for (:data:`FULL_CHROMA_STRENGTH`), and a model whose card carries a fitted
+   single-save table (the gray model: it restores a single save best a few QF above its QF)
+   maps the save's QF through it ...
 3. ... unless the network sees far heavier damage than a high last save (both its strength
    and its QF estimate well under it): an earlier compression whose grid a resize or edit
    removed; then the strength estimate, or, for models without a strength head, the QF
@@ -56,7 +58,7 @@ from PIL import Image
 from .drawn_content import EdgeEvidence, exact_edge_share
 from .qf_estimation import NEAR_QF, DominantQF, dominant_quality, header_quality
 from .quality import QF_MAX, QFEstimate, clamp_qf
-from .pixels import plain_array
+from .pixels import plain_array, split_image
 from .restorer import RestoreResult, Restorer
 
 #: The source of a header estimate from non-standard (an encoder's own) tables: its QF is only the closest
@@ -129,6 +131,8 @@ TINY_CLEAN_PREDICTION = 50.0
 #: are (even at QF 100 the network changes a clean photo's saturated colours by more than 40 dB
 #: PSNR allows).
 CLEAN_QF = QF_MAX
+#: A model's fitted (save QF, best strength) pairs, increasing in QF (see :func:`single_save_table`).
+SingleSaveTable = tuple[tuple[float, float], ...]
 
 
 @dataclass
@@ -240,12 +244,14 @@ def decide(
     header_chroma: str | None = None,
     strength: float | None = None,
     custom_header: QFEstimate | None = None,
+    single_save_strength: SingleSaveTable | None = None,
 ) -> QFDecision:
     """The ``auto`` rule (see the module docstring) on evidence already gathered.
 
     ``header`` is the QF of a file with libjpeg's tables; ``custom_header`` the closest QF of a
     file with an encoder's own tables (see :func:`header_estimate`), reported but not restored at
-    unless nothing else can be measured."""
+    unless nothing else can be measured.  ``single_save_strength`` is the model's fitted table
+    from a save's QF to the strength that restores it best (:func:`single_save_table`)."""
     trusted = trusted_grid(dominant, height, width)
     facts = dict(
         exact_edge_share=None if edges is None else edges.share, strength=strength,
@@ -285,6 +291,8 @@ def decide(
             reason += (f"; the file keeps full-resolution colour (4:4:4), which QF {base} damages less than "
                        f"the 4:2:0 files the network learnt from, so QF {mapped}")
             base = mapped
+        elif single_save_strength:
+            base, reason = single_save_mapping(base, reason, strength, single_save_strength)
         return QFDecision(base, source, reason, **facts)
     if min(height, width) < MIN_PREDICTION_SIDE:
         if custom_header is not None:
@@ -363,10 +371,36 @@ def heavier_damage(base: int, basis: str, reason: str, predicted: float, strengt
         f"gap below the prediction")
 
 
+def single_save_mapping(base: int, reason: str, strength: float | None, table: SingleSaveTable) -> tuple[int, str]:
+    """Rule 2's QF through the model's single-save table, no further than the strength head agrees.
+
+    The table says where this model restores a single save at ``base`` best (a few QF higher for
+    the gray model).  A photo resized between two saves looks like a single save at its last QF
+    to the header and to FBCNN-D, and restoring it lighter still would be the wrong way; the
+    strength head then reads at or under ``base``.  So the QF moves up only as far as the
+    strength head's reading, and not at all where it reads heavier damage.
+    """
+    fitted = clamp_qf(float(np.interp(base, *zip(*table))))
+    mapped = fitted if strength is None else min(fitted, max(base, clamp_qf(strength)))
+    if mapped == base:
+        return base, reason
+    limit = "" if mapped == fitted else f", as far as its strength head reads (QF {strength:.1f})"
+    return mapped, (f"{reason}; this model restores a single save at QF {base} best at QF {fitted} (its card's "
+                    f"single-save table, fitted on training patches), so QF {mapped}{limit}")
+
+
 def header_strength_full_chroma(quality: int) -> int:
     """The QF to restore a 4:4:4 JPEG saved at ``quality`` with (see :data:`FULL_CHROMA_STRENGTH`)."""
     qualities, strengths = zip(*FULL_CHROMA_STRENGTH)
     return clamp_qf(float(np.interp(quality, qualities, strengths)))
+
+
+def single_save_table(restorer: Restorer, image: np.ndarray) -> SingleSaveTable | None:
+    """The single-save table (save QF -> best strength) of the model that restores ``image``, where
+    its card has one (``strength_head.single_save_strength``, written by training/qf_head.py)."""
+    card = restorer.model_for(split_image(image).is_gray).card or {}
+    table = (card.get("strength_head") or {}).get("single_save_strength")
+    return tuple((float(q), float(s)) for q, s in table) if table else None
 
 
 def decide_on(
@@ -376,6 +410,7 @@ def decide_on(
     *,
     header: QFEstimate | int | None = None,
     dominant: DominantQF | None = None,
+    single_save_strength: SingleSaveTable | None = None,
 ) -> QFDecision:
     """:func:`decide` on the network's estimates already made, with the evidence the pixels and the
     header carry filled in: FBCNN-D only where the image is large enough for it, the exact edges,
@@ -389,7 +424,8 @@ def decide_on(
     return decide(predicted, height, width,
                   header=header.value if isinstance(header, QFEstimate) else header,
                   header_chroma=header.chroma if isinstance(header, QFEstimate) else None, custom_header=custom,
-                  dominant=dominant, edges=exact_edge_share(eight_bit_color(image)), strength=strength)
+                  dominant=dominant, edges=exact_edge_share(eight_bit_color(image)), strength=strength,
+                  single_save_strength=single_save_strength)
 
 
 def decide_qf(
@@ -403,7 +439,8 @@ def decide_qf(
     if header is None:
         header = header_estimate(jpeg_path, *image.shape[:2])
     predicted, strength = restorer.predict_qf_and_strength(image)
-    return decide_on(image, predicted, strength, header=header, dominant=dominant_evidence(image))
+    return decide_on(image, predicted, strength, header=header, dominant=dominant_evidence(image),
+                     single_save_strength=single_save_table(restorer, image))
 
 
 def choose_qf(

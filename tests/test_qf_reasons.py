@@ -74,6 +74,22 @@ def test_a_full_chroma_header_says_which_qf_it_was_mapped_to():
     assert "4:4:4" in chosen.reason and chosen.reason.endswith(f"so QF {chosen.qf}")
 
 
+TABLE = ((1.0, 1.0), (50.0, 60.0), (100.0, 100.0))
+
+
+def test_a_single_save_table_moves_the_qf_up_as_far_as_the_strength_head_agrees():
+    # No strength head: the table's value, said with where it comes from.
+    chosen = decide(50.0, 256, 256, header=50, single_save_strength=TABLE)
+    assert (chosen.qf, chosen.source) == (60, "header")
+    assert "single-save table" in chosen.reason and chosen.reason.endswith("so QF 60")
+    # The strength head reads lighter damage than the header but not as light as the table: its reading caps it.
+    chosen = decide(50.0, 256, 256, header=50, strength=55.2, single_save_strength=TABLE)
+    assert chosen.qf == 55 and "best at QF 60" in chosen.reason and "strength head reads (QF 55.2)" in chosen.reason
+    # The strength head reads heavier damage: the header's QF stays, and the words do not mention the table.
+    chosen = decide(50.0, 256, 256, header=50, strength=41.0, single_save_strength=TABLE)
+    assert chosen.qf == 50 and "single-save" not in chosen.reason
+
+
 def test_a_grid_without_a_header_says_there_is_no_header():
     chosen = decide(40.0, 256, 256, dominant=grid(40, 0.9))
     assert (chosen.qf, chosen.source) == (40, "dominant")

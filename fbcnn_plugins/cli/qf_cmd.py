@@ -89,7 +89,7 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
             predicted, strength = restorer.predict_qf_and_strength(eight_bit)
             progress.stage("FBCNN-D", eight_bit.shape)
             dominant = dominant_quality(eight_bit)
-            auto = _auto_decision(path, eight_bit, predicted, dominant, strength)
+            auto = _auto_decision(path, eight_bit, predicted, dominant, strength, restorer)
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the batch or its report
             failed += 1
             message = str(error) if str(path) in str(error) else f"{path}: {error}"
@@ -130,9 +130,10 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
     return failed
 
 
-def _auto_decision(path, pixels, predicted: float, dominant, strength: float | None):
+def _auto_decision(path, pixels, predicted: float, dominant, strength: float | None, restorer):
     """What ``--qf auto`` would use for this file, from the estimates already made (the core's one rule)."""
-    from fbcnn_plugins.core.qf_choice import decide_on, header_estimate
+    from fbcnn_plugins.core.qf_choice import decide_on, header_estimate, single_save_table
 
     header = header_estimate(path, *pixels.shape[:2])
-    return decide_on(pixels, predicted, strength, header=header, dominant=dominant)
+    return decide_on(pixels, predicted, strength, header=header, dominant=dominant,
+                     single_save_strength=single_save_table(restorer, pixels))
