@@ -18,7 +18,7 @@ from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.qf_choice import decide_qf, restore_at, single_save_table
 from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.training import single_saves
-from fbcnn_plugins.training.qf_head import QF_GRID
+from fbcnn_plugins.training.strength_curves import QF_GRID
 
 
 def synthetic_patches(offset: float, count: int = 400, seed: int = 0) -> dict[str, np.ndarray]:

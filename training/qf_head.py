@@ -47,9 +47,8 @@ from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
 from fbcnn_plugins.training.chains import Degraded, custom_tables, double, rescaled, sharpened, single, untouched
 
 from .data import list_images
+from .strength_curves import QF_GRID, best_qf
 
-#: Strengths every patch is restored at; the label is the best of them (refined by a parabola).
-QF_GRID = (5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100)
 #: The folders of ``../shared/data/train`` the patches come from (never the validation images).
 TRAIN_FOLDERS = ("bsds_train200", "bsds_val32", "t91", "urban36", "skimage", "debian_wallpapers")
 #: Side of the degraded patches: the sizes ``auto`` sees, from icons to the tiles of photos.
@@ -175,20 +174,6 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
             if save is not None:
                 save(gathered())
     return gathered()
-
-
-def best_qf(curves: np.ndarray, grid: Sequence[int] = QF_GRID) -> np.ndarray:
-    """Each curve's best strength, refined between grid points by a parabola through its peak."""
-    grid = np.asarray(grid, dtype=np.float64)
-    peak = curves.argmax(axis=1)
-    best = grid[peak].copy()
-    for row, index in enumerate(peak):
-        if 0 < index < len(grid) - 1:
-            x, y = grid[index - 1 : index + 2], curves[row, index - 1 : index + 2].astype(np.float64)
-            a, b, _ = np.polyfit(x, y, 2)
-            if a < 0:
-                best[row] = float(np.clip(-b / (2 * a), x[0], x[2]))
-    return best
 
 
 def regret(curves: torch.Tensor, qfs: torch.Tensor, grid: Sequence[int] = QF_GRID) -> torch.Tensor:

@@ -29,7 +29,7 @@ import numpy as np
 from fbcnn_plugins.core.model_card import read_card
 from fbcnn_plugins.core.weights import write_text_atomic
 
-from .qf_head import best_qf
+from .strength_curves import best_qf
 
 #: The QFs the table has a point at; each takes the single saves within :data:`KNOT_REACH` of it.
 KNOTS = (10, 20, 30, 40, 50, 60, 70, 80, 90)
