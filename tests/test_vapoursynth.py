@@ -1,6 +1,7 @@
 """The VapourSynth filter on the real VapourSynth core: pixels equal the core's, props, errors, vspipe."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -276,7 +277,9 @@ def test_building_the_filter_renders_no_upstream_frame(color_path, gray_path, fm
     model = gray_path if fmt == vs.GRAY8 or kwargs.get("yuv_mode") == "luma" else color_path
     out = fbcnn(source, model=model, device="cpu", **kwargs)  # must not raise
     assert out.num_frames == 3 and out.format.id == fmt
-    assert "upstream frame 0 was rendered" in _frame_error(out)
+    # Frame 0 asks for its upstream frame; with qf_smoothing it also asks for the neighbours in the
+    # window, in parallel, so whichever of them fails first names itself.
+    assert re.search(r"upstream frame [0-2] was rendered", _frame_error(out))
     options = {k: v for k, v in kwargs.items() if k not in ("qf", "qf_smoothing")}
     with_qf_clip = fbcnn(core.std.BlankClip(source), qf=_raising_clip(fmt), model=model, **options)  # nor is a qf clip
     assert with_qf_clip.num_frames == 3
