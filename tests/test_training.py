@@ -511,3 +511,28 @@ def test_a_stage_started_from_weights_with_a_strength_head_leaves_the_head_behin
     assert not second.network.has_strength_head
     for key, value in second.network.state_dict().items():
         assert torch.equal(value, network.state_dict()[key].half().float()), key
+
+
+def test_collect_measures_on_the_grid_and_families_it_is_given(tmp_path):
+    """A finer grid above QF 80 and a subset of chain families: the curves are measured there, and
+    a QF of the default grid gets the same PSNR either way (one encoder pass, the same decoder)."""
+    from skimage import data as samples
+
+    from fbcnn_plugins.core.catalog import load_model
+    from fbcnn_plugins.training import qf_head
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(samples.camera()).save(photos / "camera.png")
+    gray = load_model(None, gray=True)
+    fine = (10, 30, 80, 85, 90, 93, 96, 100)
+    collected = qf_head.collect(gray, [photos], count=6, seed=3, sides=(64,), log=lambda line: None,
+                                grid=fine, families=("single", "resized"))
+    assert tuple(collected["grid"]) == fine and collected["curves"].shape[1] == len(fine)
+    assert set(collected["family"]) <= {"single", "resized"} and len(collected["curves"]) >= 4
+    coarse = qf_head.collect(gray, [photos], count=6, seed=3, sides=(64,), log=lambda line: None,
+                             families=("single", "resized"))
+    assert list(coarse["params"]) == list(collected["params"])  # the same draws
+    for qf in (10, 30, 80, 90, 100):
+        np.testing.assert_allclose(collected["curves"][:, fine.index(qf)], coarse["curves"][:, qf_head.QF_GRID.index(qf)],
+                                   atol=1e-4)

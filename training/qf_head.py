@@ -71,9 +71,9 @@ FAMILIES = {"single": 0.2, "single444": 0.08, "single422": 0.05, "custom": 0.05,
 COLOR_ONLY_FAMILIES = ("single444", "single422")
 
 
-def draw_chain(rng: np.random.Generator, gray: bool = False) -> ChainDraw:
-    """A chain in proportion to how often people meet it (:data:`FAMILIES`)."""
-    names = [name for name in FAMILIES if not (gray and name in COLOR_ONLY_FAMILIES)]
+def draw_chain(rng: np.random.Generator, gray: bool = False, families: Sequence[str] | None = None) -> ChainDraw:
+    """A chain in proportion to how often people meet it (:data:`FAMILIES`), from ``families`` when given."""
+    names = [name for name in (families or FAMILIES) if not (gray and name in COLOR_ONLY_FAMILIES)]
     weights = np.array([FAMILIES[name] for name in names])
     family = str(rng.choice(names, p=weights / weights.sum()))
     if family in ("single", "single444", "single422"):
@@ -136,11 +136,16 @@ def psnr_curve(network: torch.nn.Module, case: Degraded, grid: Sequence[int] = Q
 
 def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, sides: Sequence[int] = PATCH_SIDES,
             log: Callable[[str], None] = lambda line: print(line, flush=True),
-            save: Callable[[dict[str, np.ndarray]], None] | None = None, save_every: int = 25) -> dict[str, np.ndarray]:
+            save: Callable[[dict[str, np.ndarray]], None] | None = None, save_every: int = 25,
+            grid: Sequence[int] = QF_GRID, families: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """``count`` patches through random chains: pooled features, PSNR curves and what made them.
 
-    ``save`` gets what is gathered so far every ``save_every`` patches, so a collection cut short
-    on a busy machine still leaves its patches."""
+    ``grid`` is where the curves are measured.  Above QF 80 a single save's curve peaks within a
+    few QF, so on the default grid (80, 90, 100) a strength between grid points is scored by a
+    straight line that can be off by 1 dB; choices between high QFs need a finer grid there
+    (e.g. ``--grid 5 10 15 20 25 30 40 50 60 70 75 80 85 90 93 96 100``).  ``families`` limits
+    the draws to some chain families.  ``save`` gets what is gathered so far every ``save_every``
+    patches, so a collection cut short on a busy machine still leaves its patches."""
     rng = np.random.default_rng(seed)
     gray = model.is_gray
     network = model.network.float().eval()
@@ -150,11 +155,11 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
     def gathered() -> dict[str, np.ndarray]:
         return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
                 "family": np.array(families), "params": np.array(params), "side": np.array(sizes),
-                "grid": np.array(QF_GRID)}
+                "grid": np.array(grid)}
 
     start = time.perf_counter()
     for index in range(count):
-        chain = draw_chain(rng, gray)
+        chain = draw_chain(rng, gray, families)
         side = int(rng.choice(sides))
         with Image.open(files[int(rng.integers(len(files)))]) as image:
             clean = np.asarray(image.convert("L" if gray else "RGB"))
@@ -164,7 +169,7 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
         if min(case.pixels.shape[:2]) < min(sides):
             continue
         features.append(pooled_features(network, case.pixels))
-        curves.append(psnr_curve(network, case))
+        curves.append(psnr_curve(network, case, grid))
         inputs.append(psnr(case.reference, case.pixels))
         families.append(chain.family)
         params.append(json.dumps(chain.params))
@@ -303,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     gather.add_argument("--threads", type=int, default=2)
     gather.add_argument("--sides", type=int, nargs="+", default=list(PATCH_SIDES), help="patch sides drawn from")
     gather.add_argument("--gray", action="store_true", help="the bundled gray model, on gray patches")
+    gather.add_argument("--grid", type=int, nargs="+", default=list(QF_GRID), help="QFs the PSNR curves are measured at")
+    gather.add_argument("--families", nargs="+", choices=list(FAMILIES), help="only these chain families")
     fit = sub.add_parser("fit", help="fit the QF head on collected patches and write the weights")
     fit.add_argument("--data", type=Path, nargs="+", required=True)
     fit.add_argument("--out", type=Path, required=True)
@@ -315,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         data = collect(model, [args.train_root / name for name in TRAIN_FOLDERS], args.count, args.seed, args.sides,
-                       save=lambda partial: np.savez_compressed(args.out, **partial))
+                       save=lambda partial: np.savez_compressed(args.out, **partial), grid=sorted(set(args.grid)),
+                       families=args.families)
         np.savez_compressed(args.out, **data)
         print(f"wrote {len(data['curves'])} patches to {args.out}")
         return
