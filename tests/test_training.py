@@ -529,7 +529,10 @@ def test_collect_measures_on_the_grid_and_families_it_is_given(tmp_path):
     collected = qf_head.collect(gray, [photos], count=6, seed=3, sides=(64,), log=lambda line: None,
                                 grid=fine, families=("single", "resized"))
     assert tuple(collected["grid"]) == fine and collected["curves"].shape[1] == len(fine)
-    assert set(collected["family"]) <= {"single", "resized"} and len(collected["curves"]) >= 4
+    assert set(collected["family"]) == {"single", "resized"} and len(collected["curves"]) >= 4
+    only = qf_head.collect(gray, [photos], count=3, seed=4, sides=(64,), log=lambda line: None, grid=(10, 90),
+                           families=("sharpened",))
+    assert set(only["family"]) == {"sharpened"}
     coarse = qf_head.collect(gray, [photos], count=6, seed=3, sides=(64,), log=lambda line: None,
                              families=("single", "resized"))
     assert list(coarse["params"]) == list(collected["params"])  # the same draws

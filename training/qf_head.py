@@ -150,11 +150,11 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
     gray = model.is_gray
     network = model.network.float().eval()
     files = list_images(folders)
-    features, curves, inputs, families, params, sizes = [], [], [], [], [], []
+    features, curves, inputs, drawn_families, params, sizes = [], [], [], [], [], []
 
     def gathered() -> dict[str, np.ndarray]:
         return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
-                "family": np.array(families), "params": np.array(params), "side": np.array(sizes),
+                "family": np.array(drawn_families), "params": np.array(params), "side": np.array(sizes),
                 "grid": np.array(grid)}
 
     start = time.perf_counter()
@@ -171,7 +171,7 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
         features.append(pooled_features(network, case.pixels))
         curves.append(psnr_curve(network, case, grid))
         inputs.append(psnr(case.reference, case.pixels))
-        families.append(chain.family)
+        drawn_families.append(chain.family)
         params.append(json.dumps(chain.params))
         sizes.append(min(case.pixels.shape[:2]))
         if (index + 1) % save_every == 0:
