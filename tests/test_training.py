@@ -520,6 +520,7 @@ def test_collect_measures_on_the_grid_and_families_it_is_given(tmp_path):
 
     from fbcnn_plugins.core.catalog import load_model
     from fbcnn_plugins.training import qf_head
+    from fbcnn_plugins.training.strength_curves import load_patches
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -539,3 +540,17 @@ def test_collect_measures_on_the_grid_and_families_it_is_given(tmp_path):
     for qf in (10, 30, 80, 90, 100):
         np.testing.assert_allclose(collected["curves"][:, fine.index(qf)], coarse["curves"][:, qf_head.QF_GRID.index(qf)],
                                    atol=1e-4)
+    # What reads the patches scores them on their own grid: the header's loss by plain interpolation there.
+    rows = np.arange(len(collected["curves"]))
+    headers = np.array([qf_head.header_of(f, p) for f, p in zip(collected["family"], collected["params"])])
+    by_family = qf_head.report(collected, headers, rows)
+    for family, record in by_family.items():
+        mask = collected["family"] == family
+        expected = [c.max() - np.interp(h, fine, c) for c, h in zip(collected["curves"][mask], headers[mask])]
+        assert record["header_regret_db"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
+    # ... and collections on different grids are not joined.
+    np.savez(tmp_path / "fine.npz", **collected)
+    np.savez(tmp_path / "coarse.npz", **coarse)
+    with pytest.raises(ValueError, match="coarse.npz: measured on the grid"):
+        load_patches([tmp_path / "fine.npz", tmp_path / "coarse.npz"])
+    assert len(load_patches([tmp_path / "fine.npz", tmp_path / "fine.npz"])["curves"]) == 2 * len(rows)

@@ -47,7 +47,7 @@ from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
 from fbcnn_plugins.training.chains import Degraded, custom_tables, double, rescaled, sharpened, single, untouched
 
 from .data import list_images
-from .strength_curves import QF_GRID, best_qf
+from .strength_curves import QF_GRID, best_qf, load_patches
 
 #: The folders of ``../shared/data/train`` the patches come from (never the validation images).
 TRAIN_FOLDERS = ("bsds_train200", "bsds_val32", "t91", "urban36", "skimage", "debian_wallpapers")
@@ -183,6 +183,7 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
 
 def regret(curves: torch.Tensor, qfs: torch.Tensor, grid: Sequence[int] = QF_GRID) -> torch.Tensor:
     """PSNR lost against each curve's best when restoring at ``qfs`` (linear between grid points)."""
+    grid = [int(qf) for qf in grid]
     grid_t = torch.tensor(grid, dtype=curves.dtype)
     qfs = qfs.clamp(grid[0], grid[-1])
     upper = torch.searchsorted(grid_t, qfs.detach()).clamp(1, len(grid) - 1)
@@ -200,8 +201,9 @@ def head_layers(network: torch.nn.Module) -> torch.nn.Sequential:
 
 
 def fit_head(network: torch.nn.Module, features: np.ndarray, curves: np.ndarray, *, steps: int = 3000,
-             lr: float = 3e-4, label_weight: float = 0.02, seed: int = 0) -> list[float]:
-    """Fit the head (in place) to minimise the regret, with a small pull towards each patch's best QF.
+             lr: float = 3e-4, label_weight: float = 0.02, seed: int = 0, grid: Sequence[int] = QF_GRID) -> list[float]:
+    """Fit the head (in place) to minimise the regret, with a small pull towards each patch's best QF
+    (``curves`` measured at the QFs of ``grid``).
 
     The regret alone is flat wherever a curve is flat (a clean image restores alike at 90-100),
     so the pull keeps such predictions where the curve peaks instead of drifting.
@@ -210,14 +212,14 @@ def fit_head(network: torch.nn.Module, features: np.ndarray, curves: np.ndarray,
     head = head_layers(network).float().train()
     inputs = torch.from_numpy(features).float()
     curve_t = torch.from_numpy(curves).float()
-    target = torch.from_numpy(best_qf(curves)).float()
+    target = torch.from_numpy(best_qf(curves, grid)).float()
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     history = []
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
         batch = torch.randint(0, len(inputs), (256,), generator=generator)
         qfs = (1 - head(inputs[batch])[:, 0]) * 100
-        loss = regret(curve_t[batch], qfs).mean() + label_weight * (qfs - target[batch]).abs().mean()
+        loss = regret(curve_t[batch], qfs, grid).mean() + label_weight * (qfs - target[batch]).abs().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -254,7 +256,7 @@ def rule_three_report(data: dict[str, np.ndarray], strength: np.ndarray, quality
     header, strength, quality = headers[rows], strength[rows], quality[rows]
     alone = np.where(header - strength >= strength_margin, strength, header)
     both = np.where((header - strength >= strength_margin) & (header - quality >= quality_margin), strength, header)
-    lost = {name: regret(curves, torch.from_numpy(qfs).float()).numpy()
+    lost = {name: regret(curves, torch.from_numpy(qfs).float(), data["grid"]).numpy()
             for name, qfs in (("header", header), ("strength_alone", alone), ("strength_and_qf_estimate", both))}
     out = {}
     for family in sorted(set(data["family"][rows])):
@@ -276,10 +278,10 @@ def report(data: dict[str, np.ndarray], predicted: np.ndarray, rows: np.ndarray)
     the mean best and predicted QF, and the spread of prediction minus header (what ``auto``'s
     margins are set from)."""
     curves = torch.from_numpy(data["curves"][rows]).float()
-    lost = regret(curves, torch.from_numpy(predicted[rows]).float()).numpy()
+    lost = regret(curves, torch.from_numpy(predicted[rows]).float(), data["grid"]).numpy()
     headers = np.array([header_of(f, p) for f, p in zip(data["family"][rows], data["params"][rows])])
-    lost_header = regret(curves, torch.from_numpy(np.nan_to_num(headers, nan=100.0)).float()).numpy()
-    best = best_qf(data["curves"][rows])
+    lost_header = regret(curves, torch.from_numpy(np.nan_to_num(headers, nan=100.0)).float(), data["grid"]).numpy()
+    best = best_qf(data["curves"][rows], data["grid"])
     out = {}
     for family in sorted(set(data["family"][rows])):
         mask = data["family"][rows] == family
@@ -327,22 +329,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         np.savez_compressed(args.out, **data)
         print(f"wrote {len(data['curves'])} patches to {args.out}")
         return
-    parts = [dict(np.load(path)) for path in args.data]
-    keys = set.intersection(*(set(part) for part in parts))  # older collections lack "side"
-    data = {key: np.concatenate([part[key] for part in parts]) if key != "grid" else parts[0][key] for key in keys}
-    # A flat patch (a clear sky in gray) can come back exact at some strengths: an infinite PSNR,
-    # no best strength to learn, and inf - inf in the regret would turn the whole fit into NaN.
-    finite = np.isfinite(data["curves"]).all(axis=1)
-    if not finite.all():
-        print(f"left out {int((~finite).sum())} patches restored exactly at some strength (infinite PSNR)")
-        data = {key: value[finite] if key != "grid" else value for key, value in data.items()}
+    try:
+        data = load_patches(args.data, log=print)
+    except ValueError as error:
+        raise SystemExit(f"qf_head: {error}") from None
+    grid = tuple(int(qf) for qf in data["grid"])
     rng = np.random.default_rng(0)
     order = rng.permutation(len(data["curves"]))
     held = order[: int(len(order) * args.holdout)]
     kept = order[len(held) :]
     network = copy.deepcopy(model.network).float()
     before = predict(network, data["features"])
-    fit_head(network, data["features"][kept], data["curves"][kept], steps=args.steps)
+    fit_head(network, data["features"][kept], data["curves"][kept], steps=args.steps, grid=grid)
     after = predict(network, data["features"])
     summary = {"held_out_before": report(data, before, held), "held_out_after": report(data, after, held),
                "rule_3_held_out": rule_three_report(data, after, predict_quality(network, data["features"]), held,
@@ -350,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(json.dumps(summary, indent=1))
     # The held-out patches only measured the fit; the shipped head is fitted on all of them.
     network = copy.deepcopy(model.network).float()
-    fit_head(network, data["features"], data["curves"], steps=args.steps)
+    fit_head(network, data["features"], data["curves"], steps=args.steps, grid=grid)
     summary["patches"] = int(len(order))
     (args.data[0].parent / "qf_head_report.json").write_text(json.dumps(summary, indent=1))  # beside the data, not the weights
     save_qf_head_weights(model, network, args.out, summary)

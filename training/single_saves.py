@@ -29,7 +29,7 @@ import numpy as np
 from fbcnn_plugins.core.model_card import read_card
 from fbcnn_plugins.core.weights import write_text_atomic
 
-from .strength_curves import best_qf
+from .strength_curves import best_qf, load_patches
 
 #: The QFs the table has a point at; each takes the single saves within :data:`KNOT_REACH` of it.
 KNOTS = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -85,14 +85,6 @@ def out_of_fold(data: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
             "largest_extra_loss_db": float(np.max(table - save))}
 
 
-def load(paths: Sequence[Path]) -> dict[str, np.ndarray]:
-    parts = [dict(np.load(path)) for path in paths]
-    keys = set.intersection(*(set(part) for part in parts))
-    data = {key: np.concatenate([part[key] for part in parts]) if key != "grid" else parts[0][key] for key in keys}
-    finite = np.isfinite(data["curves"]).all(axis=1)  # flat patches restored exactly have no best strength
-    return {key: value[finite] if key != "grid" else value for key, value in data.items()}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="patches from qf_head collect")
@@ -100,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the table and its report, write nothing")
     args = parser.parse_args(argv)
     try:
-        data = load(args.data)
+        data = load_patches(args.data)
         card = read_card(args.card)
     except (OSError, ValueError, KeyError) as error:
         print(f"single_saves: {error}", file=sys.stderr)

@@ -6,7 +6,8 @@ reads collected curves, such as training/single_saves.py, runs in the base insta
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,3 +27,24 @@ def best_qf(curves: np.ndarray, grid: Sequence[int] = QF_GRID) -> np.ndarray:
             if a < 0:
                 best[row] = float(np.clip(-b / (2 * a), x[0], x[2]))
     return best
+
+
+def load_patches(paths: Sequence[Path], log: Callable[[str], None] = lambda line: None) -> dict[str, np.ndarray]:
+    """Collected patches (``qf_head collect``) from one or more files, as one set.
+
+    Files measured on different grids cannot be joined (their curves' columns mean different QFs),
+    so they are refused, naming the file.  A flat patch (a clear sky in gray) can come back exact at
+    some strengths: an infinite PSNR, no best strength to learn, and inf - inf in a regret would turn
+    a whole fit into NaN; such patches are left out (``log`` says how many).
+    """
+    parts = [dict(np.load(path)) for path in paths]
+    for path, part in zip(paths, parts):
+        if not np.array_equal(part["grid"], parts[0]["grid"]):
+            raise ValueError(f"{path}: measured on the grid {part['grid'].tolist()}, not {parts[0]['grid'].tolist()} "
+                             f"like {paths[0]}; collections on different grids cannot be joined")
+    keys = set.intersection(*(set(part) for part in parts))  # older collections lack "side"
+    data = {key: np.concatenate([part[key] for part in parts]) if key != "grid" else parts[0][key] for key in keys}
+    finite = np.isfinite(data["curves"]).all(axis=1)
+    if not finite.all():
+        log(f"left out {int((~finite).sum())} patches restored exactly at some strength (infinite PSNR)")
+    return {key: value[finite] if key != "grid" else value for key, value in data.items()}
