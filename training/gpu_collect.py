@@ -8,7 +8,8 @@ joined file's are checked against the card, then the weights' 8-bit starting poi
 data pack gets), the card and the window's ``report.json`` (as ``NAME.report.json``) are written
 into ``--into``, the folder the next window starts from.  ``--keep-weights`` also keeps the fp16
 weights themselves (``NAME.safetensors``), for a window whose model is to ship.  Nothing is
-written unless every check passes.
+written unless every check passes.  First the bundled weights set aside for the window
+(training/window_tree.py) go back into git's index, so the commit that follows holds them as before.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +28,7 @@ from fbcnn_plugins.core.model_card import WeightsError, read_card
 from .gpu_run import HISTORY_DIR, REPORT
 from .start_weights import start_path, write_start_weights
 from .weight_parts import join_weights, verified_parts
+from .window_tree import put_back
 
 
 def returned_cards(folder: Path) -> list[Path]:
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-weights", action="store_true",
                         help="keep the fp16 weights beside their 8-bit starting point (a model to ship)")
     args = parser.parse_args(argv)
+    try:
+        restored = put_back(Path.cwd())
+    except (OSError, subprocess.CalledProcessError):
+        restored = []  # not run from a git checkout: nothing was set aside here
+    if restored:
+        print(f"put back into git's index (set aside for the window): {', '.join(restored)}")
     try:
         placed = collect(args.folder, args.into, keep_weights=args.keep_weights)
     except (FileNotFoundError, WeightsError, ValueError) as error:
