@@ -25,7 +25,9 @@ degradation chains, never on the validation images the benchmark reports):
    file with full-resolution colour (4:4:4) is mapped to the somewhat higher strength such
    files call for (:data:`FULL_CHROMA_STRENGTH`), and a model whose card carries a fitted
    single-save table (the gray model: it restores a single save best a few QF above its QF)
-   maps the save's QF through it ...
+   maps the save's QF through it, or, where both of the network's readings sit far above the
+   header's QF (how it reads a JPEG of drawn content: a screenshot, text) and the pixels show flat
+   panels, through its drawn-save table (:func:`drawn_save_mapping`) ...
 3. ... unless the network sees far heavier damage than a high last save (both its strength
    and its QF estimate well under it): an earlier compression whose grid a resize or edit
    removed; then the strength estimate, or, for models without a strength head, the QF
@@ -55,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .drawn_content import EdgeEvidence, exact_edge_share
+from .drawn_content import EdgeEvidence, exact_edge_share, flat_block_share
 from .qf_estimation import NEAR_QF, DominantQF, dominant_quality, header_quality
 from .quality import QF_MAX, QFEstimate, clamp_qf
 from .pixels import plain_array, split_image
@@ -133,6 +135,25 @@ TINY_CLEAN_PREDICTION = 50.0
 CLEAN_QF = QF_MAX
 #: A model's fitted (save QF, best strength) pairs, increasing in QF (see :func:`single_save_table`).
 SingleSaveTable = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class DrawnSaveRule:
+    """A model's fitted table for drawn content saved once, and how far above the header's QF both
+    of the network's readings must lie, with how many flat panels the pixels must show
+    (:func:`~fbcnn_plugins.core.drawn_content.flat_block_share`), to take an image for drawn
+    content (the card's ``strength_head.drawn_save_strength``, ``drawn_quality_margin``,
+    ``drawn_strength_share`` and ``drawn_flat_share``, written by training/single_saves.py).
+    The strength head must read ``strength_share`` of the way from the header's QF to 100."""
+
+    table: SingleSaveTable
+    quality_margin: float
+    strength_share: float
+    flat_share: float
+
+    def applies(self, header: int, predicted: float, strength: float | None, flat_share: float | None) -> bool:
+        return (strength is not None and flat_share is not None and predicted - header >= self.quality_margin
+                and strength - header >= self.strength_share * (QF_MAX - header) and flat_share >= self.flat_share)
 
 
 @dataclass
@@ -245,13 +266,18 @@ def decide(
     strength: float | None = None,
     custom_header: QFEstimate | None = None,
     single_save_strength: SingleSaveTable | None = None,
+    drawn_save: DrawnSaveRule | None = None,
+    flat_share: float | None = None,
 ) -> QFDecision:
     """The ``auto`` rule (see the module docstring) on evidence already gathered.
 
     ``header`` is the QF of a file with libjpeg's tables; ``custom_header`` the closest QF of a
     file with an encoder's own tables (see :func:`header_estimate`), reported but not restored at
     unless nothing else can be measured.  ``single_save_strength`` is the model's fitted table
-    from a save's QF to the strength that restores it best (:func:`single_save_table`)."""
+    from a save's QF to the strength that restores it best (:func:`single_save_table`);
+    ``drawn_save`` its rule for drawn content saved once (:func:`drawn_save_rule`), used instead
+    where both of the network's readings lie far enough above the header's QF and ``flat_share``
+    (the image's :func:`~fbcnn_plugins.core.drawn_content.flat_block_share`) is high enough."""
     trusted = trusted_grid(dominant, height, width)
     facts = dict(
         exact_edge_share=None if edges is None else edges.share, strength=strength,
@@ -291,6 +317,8 @@ def decide(
             reason += (f"; the file keeps full-resolution colour (4:4:4), which QF {base} damages less than "
                        f"the 4:2:0 files the network learnt from, so QF {mapped}")
             base = mapped
+        elif source == "header" and drawn_save is not None and drawn_save.applies(base, predicted, strength, flat_share):
+            base, reason = drawn_save_mapping(base, reason, predicted, strength, flat_share, drawn_save)
         elif single_save_strength:
             base, reason = single_save_mapping(base, reason, strength, single_save_strength)
         return QFDecision(base, source, reason, **facts)
@@ -389,6 +417,27 @@ def single_save_mapping(base: int, reason: str, strength: float | None, table: S
                     f"single-save table, fitted on training patches), so QF {mapped}{limit}")
 
 
+def drawn_save_mapping(base: int, reason: str, predicted: float, strength: float, flat_share: float,
+                       rule: DrawnSaveRule) -> tuple[int, str]:
+    """Rule 2's QF through the model's drawn-save table: both of the network's readings say the
+    image is far less damaged than its header's QF, which is how a network trained on photos reads
+    a JPEG of drawn content (a screenshot, text, UI), and the pixels show its flat panels; a photo
+    saved once almost never shows both.
+
+    Text and sharp panel edges lose more to smoothing than a photo's texture, and such a model
+    restores them best well above the save's QF (the gray model: a save at QF 75 best at about
+    86); the table was fitted on generated drawn images saved once, the margins so that photos
+    lose next to nothing (training/single_saves.py)."""
+    mapped = max(base, clamp_qf(float(np.interp(base, *zip(*rule.table)))))
+    if mapped == base:
+        return base, reason
+    return mapped, (f"{reason}; but both of the network's readings see far lighter damage (QF estimate {predicted:.1f}, "
+                    f"strength {strength:.1f}; the one at least {rule.quality_margin:g} above the header, the other "
+                    f"{rule.strength_share:.0%} of the way from it to 100) and {flat_share:.0%} of its 8x8 blocks are flat panels (at least {rule.flat_share:.0%}): "
+                    f"drawn content such as a screenshot or text, which this model restores best at QF {mapped} after "
+                    f"a save at QF {base} (its card's drawn-save table, fitted on generated drawn images)")
+
+
 def header_strength_full_chroma(quality: int) -> int:
     """The QF to restore a 4:4:4 JPEG saved at ``quality`` with (see :data:`FULL_CHROMA_STRENGTH`)."""
     qualities, strengths = zip(*FULL_CHROMA_STRENGTH)
@@ -403,6 +452,23 @@ def single_save_table(restorer: Restorer, image: np.ndarray) -> SingleSaveTable 
     return tuple((float(q), float(s)) for q, s in table) if table else None
 
 
+def drawn_save_rule(restorer: Restorer, image: np.ndarray) -> DrawnSaveRule | None:
+    """The drawn-save rule of the model that restores ``image``, where its card has one."""
+    card = restorer.model_for(split_image(image).is_gray).card or {}
+    head = card.get("strength_head") or {}
+    table = head.get("drawn_save_strength")
+    keys = ("drawn_quality_margin", "drawn_strength_share", "drawn_flat_share")
+    if not table or any(head.get(key) is None for key in keys):
+        return None
+    return DrawnSaveRule(tuple((float(q), float(s)) for q, s in table), *(float(head[key]) for key in keys))
+
+
+def model_rules(restorer: Restorer, image: np.ndarray) -> dict:
+    """The fitted rules the card of the model that restores ``image`` carries, as :func:`decide_on`'s
+    keyword arguments, so every caller passes the same ones."""
+    return {"single_save_strength": single_save_table(restorer, image), "drawn_save": drawn_save_rule(restorer, image)}
+
+
 def decide_on(
     image: np.ndarray,
     predicted: float,
@@ -411,6 +477,7 @@ def decide_on(
     header: QFEstimate | int | None = None,
     dominant: DominantQF | None = None,
     single_save_strength: SingleSaveTable | None = None,
+    drawn_save: DrawnSaveRule | None = None,
 ) -> QFDecision:
     """:func:`decide` on the network's estimates already made, with the evidence the pixels and the
     header carry filled in: FBCNN-D only where the image is large enough for it, the exact edges,
@@ -421,11 +488,13 @@ def decide_on(
     custom = header if isinstance(header, QFEstimate) and header.source == CUSTOM_TABLES else None
     if custom is not None:
         header = None
+    pixels = eight_bit_color(image)
     return decide(predicted, height, width,
                   header=header.value if isinstance(header, QFEstimate) else header,
                   header_chroma=header.chroma if isinstance(header, QFEstimate) else None, custom_header=custom,
-                  dominant=dominant, edges=exact_edge_share(eight_bit_color(image)), strength=strength,
-                  single_save_strength=single_save_strength)
+                  dominant=dominant, edges=exact_edge_share(pixels), strength=strength,
+                  single_save_strength=single_save_strength, drawn_save=drawn_save,
+                  flat_share=None if drawn_save is None else flat_block_share(pixels))
 
 
 def decide_qf(
@@ -440,7 +509,7 @@ def decide_qf(
         header = header_estimate(jpeg_path, *image.shape[:2])
     predicted, strength = restorer.predict_qf_and_strength(image)
     return decide_on(image, predicted, strength, header=header, dominant=dominant_evidence(image),
-                     single_save_strength=single_save_table(restorer, image))
+                     **model_rules(restorer, image))
 
 
 def choose_qf(

@@ -17,7 +17,7 @@ from skimage import data
 from fbcnn_plugins.cli.main import main
 from fbcnn_plugins.core.drawn_content import EdgeEvidence
 from fbcnn_plugins.core.qf_choice import (
-    CLEAN_QF, CUSTOM_TABLES, HEAVIER_DAMAGE_MARGIN, MIN_PREDICTION_SIDE, STRENGTH_MARGIN, decide, decide_qf,
+    CLEAN_QF, CUSTOM_TABLES, HEAVIER_DAMAGE_MARGIN, MIN_PREDICTION_SIDE, STRENGTH_MARGIN, DrawnSaveRule, decide, decide_qf,
     header_estimate,
 )
 from fbcnn_plugins.core.quality import QFEstimate
@@ -191,3 +191,23 @@ def test_a_one_pixel_strip_of_noise_is_left_exactly_as_it_is(tmp_path, capsys):
     assert record["qf_source"] == "clean", record
     with Image.open(out) as restored:
         assert np.array_equal(np.asarray(restored.convert("RGB")), noise)
+
+
+def test_drawn_content_saved_as_jpeg_names_both_readings_its_panels_and_the_drawn_table():
+    rule = DrawnSaveRule(((1.0, 1.0), (75.0, 86.0), (100.0, 100.0)), 3.0, 0.8, 0.05)
+    chosen = decide(79.0, 256, 256, header=75, strength=99.9, single_save_strength=TABLE, drawn_save=rule, flat_share=0.53)
+    assert (chosen.qf, chosen.source) == (86, "header")
+    assert all(words in chosen.reason for words in ("tables say QF 75", "QF estimate 79.0", "strength 99.9",
+                                                     "at least 3 above the header", "80% of the way from it to 100",
+                                                     "53% of its 8x8 blocks are flat panels (at least 5%)",
+                                                     "QF 86 after a save at QF 75", "drawn-save table"))
+    assert "single-save" not in chosen.reason
+    # Any witness short of its mark: a photo, through the single-save table, with no word of drawn content
+    # (the strength head 80 % of the way from 75 to 100 is 95; a smooth photo the heads misread has no panels).
+    for predicted, strength, flat in ((79.0, 94.0, 0.53), (77.0, 99.9, 0.53), (79.0, 99.9, 0.01)):
+        photo = decide(predicted, 256, 256, header=75, strength=strength, single_save_strength=TABLE, drawn_save=rule,
+                       flat_share=flat)
+        assert photo.qf == int(round(np.interp(75, *zip(*TABLE)))) and "single-save table" in photo.reason
+        assert "drawn" not in photo.reason
+    # Only a header is mapped so: a grid's QF (a PNG of a JPEG) is not.
+    assert decide(79.0, 256, 256, dominant=grid(75, 0.9), strength=99.9, drawn_save=rule, flat_share=0.5).qf == 75

@@ -75,3 +75,79 @@ def test_auto_restores_a_gray_jpeg_where_the_bundled_gray_model_restores_it_best
     auto = restore_at(restorer, pixels, decision.estimate()).image
     at_header = restorer.restore(pixels, 50).image
     assert psnr(auto, clean) > psnr(at_header, clean)
+
+
+def drawn_and_photo_patches(count: int = 400, seed: int = 1) -> dict[str, np.ndarray]:
+    """Photos saved once (best 2 QF above the save) and drawn images saved once (best 12 above), with
+    the two readings as a network trained on photos gives them (near the save's QF for photos, well
+    above it for most drawn images) and flat panels in the drawn ones only."""
+    rng = np.random.default_rng(seed)
+    grid = np.array(QF_GRID, dtype=np.float64)
+    quality = rng.integers(20, 90, count)
+    drawn = np.arange(count) % 2 == 1
+    best = np.clip(quality + np.where(drawn, 12.0, 2.0), 1, 100)
+    curves = 30.0 - 0.002 * (grid[None, :] - best[:, None]) ** 2
+    estimate = quality + np.where(drawn, rng.uniform(0.0, 8.0, count), rng.normal(0.0, 1.0, count))
+    strength = np.minimum(100.0, quality + np.where(drawn, rng.uniform(0.0, 60.0, count), rng.normal(0.0, 5.0, count)))
+    flat = np.where(drawn, rng.uniform(0.1, 0.6, count), rng.uniform(0.0, 0.03, count))
+    return {"curves": curves.astype(np.float32), "grid": grid.astype(np.int64),
+            "family": np.where(drawn, "drawn", "single"), "params": np.array([json.dumps([int(q)]) for q in quality]),
+            "side": np.full(count, 128), "quality_estimate": estimate, "strength_estimate": strength, "flat_share": flat}
+
+
+def test_the_drawn_table_and_its_margins_are_fitted_and_written_into_the_card(tmp_path):
+    card_path = tmp_path / "fbcnn-gray-small.json"
+    card = json.loads((load_model(None, gray=True).source.with_suffix(".json")).read_text())
+    card_path.write_text(json.dumps(card))
+    np.savez(tmp_path / "patches.npz", **drawn_and_photo_patches())
+    assert single_saves.main(["--family", "drawn", "--data", str(tmp_path / "patches.npz"), "--card", str(card_path)]) == 0
+    written = json.loads(card_path.read_text())
+    head = written["strength_head"]
+    assert written["sha256"] == card["sha256"]
+    assert head["single_save_strength"] == card["strength_head"]["single_save_strength"]  # the photo table stays
+    assert all(abs(s - (q + 12.0)) < 2.5 for q, s in head["drawn_save_strength"] if 30 <= q <= 80)  # medians of ~30 saves
+    fit = head["drawn_save_fit"]["margins_fit"]
+    assert ((head["drawn_quality_margin"], head["drawn_strength_share"], head["drawn_flat_share"])
+            == (fit["quality_margin"], fit["strength_share"], fit["flat_share"]))
+    # A photo taken for drawn content loses about 0.4 dB here, over the 0.2 allowed: none is taken.
+    assert fit["photos_taken"] == 0 and fit["photo_regret_with_rule_db"] == fit["photo_regret_at_photo_table_db"]
+    assert fit["drawn_taken"] > 0.4 and fit["drawn_regret_with_rule_db"] < fit["drawn_regret_at_photo_table_db"]
+
+
+def test_a_drawn_fit_without_photos_is_refused_and_writes_nothing(tmp_path, capsys):
+    card_path = tmp_path / "fbcnn-gray-small.json"
+    card_path.write_text(load_model(None, gray=True).source.with_suffix(".json").read_text())
+    before = card_path.read_text()
+    patches = drawn_and_photo_patches()
+    patches["family"] = np.full(len(patches["family"]), "drawn")
+    np.savez(tmp_path / "drawn-only.npz", **patches)
+    assert single_saves.main(["--family", "drawn", "--data", str(tmp_path / "drawn-only.npz"), "--card", str(card_path)]) == 2
+    error = capsys.readouterr().err
+    assert "drawn-only.npz" in error and "saves of photos and of drawn images" in error
+    assert card_path.read_text() == before
+
+
+def test_auto_restores_a_gray_screenshot_jpeg_lighter_than_a_photo_and_better(tmp_path):
+    """The bundled gray card's drawn-save rule on real files: a screenshot saved at QF 75 goes through
+    the drawn table and comes out closer to the original than through the photo table; photos saved
+    at the same QF do not."""
+    from fbcnn_plugins.core.qf_choice import drawn_save_rule
+    from fbcnn_plugins.training.chains import screenshot
+
+    restorer = Restorer(device="cpu")
+    shot = np.asarray(Image.fromarray(screenshot()).convert("L"))
+    assert drawn_save_rule(restorer, shot) is not None
+    assert drawn_save_rule(restorer, np.stack([shot] * 3, axis=2)) is None  # the colour model restores drawn saves at their QF
+    path = tmp_path / "shot.jpg"
+    Image.fromarray(shot).save(path, quality=75)
+    pixels = np.asarray(Image.open(path))
+    decision = decide_qf(restorer, pixels, jpeg_path=path)
+    table = single_save_table(restorer, pixels)
+    photo_qf = int(round(np.interp(75, *zip(*table))))
+    assert decision.source == "header" and decision.qf > photo_qf and "drawn-save table" in decision.reason
+    assert psnr(restore_at(restorer, pixels, decision.estimate()).image, shot) > psnr(restorer.restore(pixels, photo_qf).image, shot)
+    for name in ("camera", "moon"):
+        photo_path = tmp_path / f"{name}.jpg"
+        Image.fromarray(getattr(data, name)()).save(photo_path, quality=75)
+        photo = decide_qf(restorer, np.asarray(Image.open(photo_path)), jpeg_path=photo_path)
+        assert "drawn" not in photo.reason, name

@@ -1,6 +1,7 @@
 """Training pipeline: degradations, labels, learning, exact resume, export, evaluation metrics."""
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -554,3 +555,27 @@ def test_collect_measures_on_the_grid_and_families_it_is_given(tmp_path):
     with pytest.raises(ValueError, match="coarse.npz: measured on the grid"):
         load_patches([tmp_path / "fine.npz", tmp_path / "coarse.npz"])
     assert len(load_patches([tmp_path / "fine.npz", tmp_path / "fine.npz"])["curves"]) == 2 * len(rows)
+
+
+def test_collect_draws_generated_drawn_images_only_when_asked_and_keeps_both_readings(tmp_path):
+    """``--families drawn`` saves generated drawn images (never a training photo) once; every patch
+    carries the model's QF estimate and strength reading, which the drawn-save rule is fitted on."""
+    from skimage import data as samples
+
+    from fbcnn_plugins.core.catalog import load_model
+    from fbcnn_plugins.training import qf_head
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(samples.camera()).save(photos / "camera.png")
+    gray = load_model(None, gray=True)
+    both = qf_head.collect(gray, [photos], count=8, seed=5, sides=(64,), log=lambda line: None, grid=(50, 90),
+                           families=("single", "drawn"))
+    assert set(both["family"]) == {"single", "drawn"}
+    drawn = both["family"] == "drawn"
+    assert all(qf_head.header_of("drawn", p) == json.loads(p)[0] for p in both["params"][drawn])
+    network = gray.network.float().eval()
+    np.testing.assert_allclose(both["quality_estimate"], qf_head.predict_quality(network, both["features"]), atol=1e-4)
+    np.testing.assert_allclose(both["strength_estimate"], qf_head.predict(network, both["features"]), atol=1e-4)
+    default = qf_head.collect(gray, [photos], count=12, seed=5, sides=(64,), log=lambda line: None, grid=(50, 90))
+    assert "drawn" not in set(default["family"])

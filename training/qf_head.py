@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 
 from fbcnn_plugins.core.catalog import load_model
+from fbcnn_plugins.core.drawn_content import flat_block_share
 from fbcnn_plugins.core.qf_choice import HEAVIER_DAMAGE_MARGIN, STRENGTH_MARGIN
 from fbcnn_plugins.core.metrics import psnr
 from fbcnn_plugins.core.quality import qf_to_scalar, scalar_to_qf
@@ -47,7 +48,8 @@ from fbcnn_plugins.core.weights import LoadedModel, load_weights, save_weights
 from fbcnn_plugins.training.chains import Degraded, custom_tables, double, rescaled, sharpened, single, untouched
 
 from .data import list_images
-from .strength_curves import QF_GRID, best_qf, load_patches
+from .drawn_images import drawn_image
+from .strength_curves import QF_GRID, best_qf, header_of, load_patches
 
 #: The folders of ``../shared/data/train`` the patches come from (never the validation images).
 TRAIN_FOLDERS = ("bsds_train200", "bsds_val32", "t91", "urban36", "skimage", "debian_wallpapers")
@@ -69,13 +71,19 @@ class ChainDraw:
 FAMILIES = {"single": 0.2, "single444": 0.08, "single422": 0.05, "custom": 0.05, "sharpened": 0.07, "aligned": 0.07,
             "shifted": 0.1, "resized": 0.3, "clean": 0.08}
 COLOR_ONLY_FAMILIES = ("single444", "single422")
+#: Families drawn only when asked for (``--families``), with their weight among those asked for: a
+#: single save of a generated drawn image (training/drawn_images.py), not of a training photo.
+ASKED_FOR_FAMILIES = {"drawn": 0.2}
 
 
 def draw_chain(rng: np.random.Generator, gray: bool = False, families: Sequence[str] | None = None) -> ChainDraw:
     """A chain in proportion to how often people meet it (:data:`FAMILIES`), from ``families`` when given."""
     names = [name for name in (families or FAMILIES) if not (gray and name in COLOR_ONLY_FAMILIES)]
-    weights = np.array([FAMILIES[name] for name in names])
+    weights = np.array([FAMILIES.get(name, ASKED_FOR_FAMILIES.get(name, 0.0)) for name in names])
     family = str(rng.choice(names, p=weights / weights.sum()))
+    if family == "drawn":
+        quality = int(rng.integers(10, 99))
+        return ChainDraw(family, (quality,), single(quality))
     if family in ("single", "single444", "single422"):
         quality = int(rng.integers(5, 99))
         subsampling = {"single": 2, "single444": 0, "single422": 1}[family]
@@ -138,7 +146,9 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
             log: Callable[[str], None] = lambda line: print(line, flush=True),
             save: Callable[[dict[str, np.ndarray]], None] | None = None, save_every: int = 25,
             grid: Sequence[int] = QF_GRID, families: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """``count`` patches through random chains: pooled features, PSNR curves and what made them.
+    """``count`` patches through random chains: pooled features, PSNR curves, what made them, the
+    model's two readings of each (its QF estimate and its strength head's) and its flat-block share
+    (:func:`~fbcnn_plugins.core.drawn_content.flat_block_share`).
 
     ``grid`` is where the curves are measured.  Above QF 80 a single save's curve peaks within a
     few QF, so on the default grid (80, 90, 100) a strength between grid points is scored by a
@@ -150,19 +160,24 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
     gray = model.is_gray
     network = model.network.float().eval()
     files = list_images(folders)
-    features, curves, inputs, drawn_families, params, sizes = [], [], [], [], [], []
+    features, curves, inputs, drawn_families, params, sizes, readings, flat_shares = [], [], [], [], [], [], [], []
 
     def gathered() -> dict[str, np.ndarray]:
         return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
                 "family": np.array(drawn_families), "params": np.array(params), "side": np.array(sizes),
-                "grid": np.array(grid)}
+                "quality_estimate": np.array([r[0] for r in readings]), "strength_estimate": np.array([r[1] for r in readings]),
+                "flat_share": np.array(flat_shares), "grid": np.array(grid)}
 
     start = time.perf_counter()
     for index in range(count):
         chain = draw_chain(rng, gray, families)
         side = int(rng.choice(sides))
-        with Image.open(files[int(rng.integers(len(files)))]) as image:
-            clean = np.asarray(image.convert("L" if gray else "RGB"))
+        if chain.family == "drawn":
+            clean = drawn_image(rng, side + 16, side + 16)
+            clean = np.asarray(Image.fromarray(clean).convert("L")) if gray else clean
+        else:
+            with Image.open(files[int(rng.integers(len(files)))]) as image:
+                clean = np.asarray(image.convert("L" if gray else "RGB"))
         scale = chain.params[1] if chain.family == "resized" else 1.0
         region = random_region(clean, int(round(side / scale)) + 16, rng)
         case = chain.make(region, side)
@@ -174,6 +189,8 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
         drawn_families.append(chain.family)
         params.append(json.dumps(chain.params))
         sizes.append(min(case.pixels.shape[:2]))
+        readings.append((float(predict_quality(network, features[-1][None])[0]), float(predict(network, features[-1][None])[0])))
+        flat_shares.append(flat_block_share(case.pixels))
         if (index + 1) % save_every == 0:
             log(f"{index + 1}/{count} patches, {time.perf_counter() - start:.0f} s")
             if save is not None:
@@ -265,14 +282,6 @@ def rule_three_report(data: dict[str, np.ndarray], strength: np.ndarray, quality
     return out
 
 
-def header_of(family: str, params: str) -> float:
-    """The QF a chain's file header says (its last save), or NaN when it has none."""
-    values = json.loads(params)
-    if family in ("single", "single444", "single422", "custom", "sharpened"):
-        return float(values[0])  # custom tables: the libjpeg quality they were tilted from
-    return float(values[1] if family in ("aligned", "shifted") else values[2]) if family != "clean" else float("nan")
-
-
 def report(data: dict[str, np.ndarray], predicted: np.ndarray, rows: np.ndarray) -> dict[str, dict[str, float]]:
     """Per chain family, on the rows given: mean regret (dB) of the prediction and of the header QF,
     the mean best and predicted QF, and the spread of prediction minus header (what ``auto``'s
@@ -311,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     gather.add_argument("--sides", type=int, nargs="+", default=list(PATCH_SIDES), help="patch sides drawn from")
     gather.add_argument("--gray", action="store_true", help="the bundled gray model, on gray patches")
     gather.add_argument("--grid", type=int, nargs="+", default=list(QF_GRID), help="QFs the PSNR curves are measured at")
-    gather.add_argument("--families", nargs="+", choices=list(FAMILIES), help="only these chain families")
+    gather.add_argument("--families", nargs="+", choices=[*FAMILIES, *ASKED_FOR_FAMILIES], help="only these chain families")
     fit = sub.add_parser("fit", help="fit the QF head on collected patches and write the weights")
     fit.add_argument("--data", type=Path, nargs="+", required=True)
     fit.add_argument("--out", type=Path, required=True)

@@ -13,6 +13,17 @@ and writes it into the card's ``strength_head.single_save_strength``, where ``au
 (:func:`fbcnn_plugins.core.qf_choice.single_save_table`) reads it.  The weights are untouched
 (the card's sha256 still holds).  The report beside the table is out-of-fold: the table fitted on
 one half of the patches, scored on the other, and the other way round.
+
+Drawn images (screenshots, UI, text) saved once are a case of their own: the gray model restores
+them best far lighter still (a save at QF 75 best at about QF 86).  ``--family drawn`` fits their
+table from patches collected with ``qf_head collect --families single drawn`` into
+``strength_head.drawn_save_strength``, with ``drawn_quality_margin`` and ``drawn_strength_share``
+(how far above the header's QF both of the network's readings must lie for ``auto`` to use it)
+and ``drawn_flat_share`` (the least share of flat panels the pixels must show), chosen by
+:func:`fit_drawn_margins` so that photos lose next to nothing.
+
+    python -m fbcnn_plugins.training.single_saves --family drawn --data runs/qf-head-gray/drawn/p1.npz \
+        runs/qf-head-gray/drawn/p2.npz --card fbcnn_plugins/models/fbcnn-gray-small.json
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import numpy as np
 from fbcnn_plugins.core.model_card import read_card
 from fbcnn_plugins.core.weights import write_text_atomic
 
-from .strength_curves import best_qf, load_patches
+from .strength_curves import best_qf, header_of, load_patches
 
 #: The QFs the table has a point at; each takes the single saves within :data:`KNOT_REACH` of it.
 KNOTS = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -41,9 +52,10 @@ MIN_PATCHES = 5
 MIN_SIDE = 32
 
 
-def single_saves(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of the single-save patches large enough to measure: (row indices, save QF, best strength)."""
-    rows = np.array([i for i, family in enumerate(data["family"]) if str(family) == "single"
+def single_saves(data: dict[str, np.ndarray], family: str = "single") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of the single-save patches (of photos, or ``family="drawn"`` of drawn images) large enough to
+    measure: (row indices, save QF, best strength)."""
+    rows = np.array([i for i, name in enumerate(data["family"]) if str(name) == family
                      and int(data["side"][i]) >= MIN_SIDE], dtype=int)
     quality = np.array([ast.literal_eval(str(data["params"][i]))[0] for i in rows], dtype=np.float64)
     return rows, quality, best_qf(data["curves"][rows], data["grid"])
@@ -67,9 +79,9 @@ def regret_db(curves: np.ndarray, grid: np.ndarray, rows: np.ndarray, strengths:
                      for r, b, s in zip(rows, best, strengths)])
 
 
-def out_of_fold(data: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
+def out_of_fold(data: dict[str, np.ndarray], seed: int = 0, family: str = "single") -> dict[str, Any]:
     """Mean PSNR lost at the save's QF and at the table's strength, each half scored by the other half's table."""
-    rows, quality, best = single_saves(data)
+    rows, quality, best = single_saves(data, family)
     half = np.random.default_rng(seed).random(len(rows)) < 0.5
     at_save, at_table = [], []
     for train in (half, ~half):
@@ -85,10 +97,103 @@ def out_of_fold(data: dict[str, np.ndarray], seed: int = 0) -> dict[str, Any]:
             "largest_extra_loss_db": float(np.max(table - save))}
 
 
+#: What the drawn-save rule tries: how far above the save's QF the QF estimate must read, and how
+#: far the strength head must read from the save's QF towards 100 (as a share of the way: the head
+#: reads at most 100, so a margin in QF steps would shut out every save above 100 minus it).
+QUALITY_MARGINS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+STRENGTH_SHARES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+#: Least flat-block shares tried (:func:`~fbcnn_plugins.core.drawn_content.flat_block_share`): the
+#: pixels' own witness that flat panels are there, which a smooth photo the network misreads lacks.
+FLAT_SHARES = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
+#: What the rule may cost the photos it takes for drawn content: their mean loss may rise by this
+#: much (dB) over all the photo patches, and none may lose more than :data:`MAX_PHOTO_EXTRA_LOSS`
+#: more than under the photo table.
+MAX_PHOTO_MEAN_EXTRA_LOSS = 0.005
+MAX_PHOTO_EXTRA_LOSS = 0.2
+#: Margins whose drawn loss is within this much (dB) of the least count as equally good (see
+#: :func:`fit_drawn_margins`).
+DRAWN_LOSS_TOLERANCE = 0.01
+#: The chain families that are photos (every family but the drawn one); each must stay within the limits.
+PHOTO_FAMILIES = ("single", "sharpened", "resized", "custom", "aligned", "shifted")
+
+
+def head_readings(data: dict[str, np.ndarray], card_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Each patch's QF estimate and strength reading: stored by ``qf_head collect``, or, for older
+    collections, computed from the stored features with the heads of the card's weights."""
+    if "quality_estimate" in data and "strength_estimate" in data:
+        return data["quality_estimate"], data["strength_estimate"]
+    from fbcnn_plugins.core.weights import load_weights  # PyTorch only for collections without readings
+
+    from .qf_head import predict, predict_quality
+
+    network = load_weights(card_path.with_suffix(".safetensors")).network.float().eval()
+    return predict_quality(network, data["features"]), predict(network, data["features"])
+
+
+def fit_drawn_margins(data: dict[str, np.ndarray], quality: np.ndarray, strength: np.ndarray,
+                      photo_table: Sequence[Sequence[float]], drawn_table: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """The margins above a save's QF from which both heads' readings say "drawn content", and the
+    least share of flat panels that must confirm it.
+
+    A network trained on photos reads a JPEG of a screenshot as far less damaged than its QF (the
+    gray model's strength head reads a screenshot saved at QF 75 as 100, its QF estimate as 79),
+    and rarely reads a photo so; a smooth photo it does misread so has no flat panels.  Among the
+    (QF-estimate margin, strength share, flat share) triples whose cost to every photo family stays within
+    :data:`MAX_PHOTO_MEAN_EXTRA_LOSS` and :data:`MAX_PHOTO_EXTRA_LOSS` (each photo saved once, by
+    its header, restored at the photo table's strength, but at the drawn table's where the rule
+    takes it), those within :data:`DRAWN_LOSS_TOLERANCE` of the least loss over the drawn saves;
+    of these the triple that takes the fewest photos, then the larger flat share (the pixels'
+    witness, which the photos the network misreads lack), then the smaller margins.  Needs
+    collections with ``flat_share``."""
+    family = np.array([str(name) for name in data["family"]])
+    headers = np.array([header_of(f, str(p)) for f, p in zip(family, data["params"])])
+    rows = np.flatnonzero(np.isfinite(headers) & (data["side"] >= MIN_SIDE) & np.isin(family, (*PHOTO_FAMILIES, "drawn")))
+    if not (family[rows] == "drawn").any() or not np.isin(family[rows], PHOTO_FAMILIES).any():
+        raise ValueError("the rule needs saves of photos and of drawn images (qf_head collect --families single drawn)")
+    if "flat_share" not in data:
+        raise ValueError("the patches hold no flat_share: collect them again with qf_head collect")
+    header = headers[rows]
+    photo_qf = np.rint(np.interp(header, *zip(*photo_table)))
+    drawn_qf = np.maximum(photo_qf, np.rint(np.interp(header, *zip(*drawn_table))))
+    as_photo = regret_db(data["curves"], data["grid"], rows, photo_qf)
+    as_drawn = regret_db(data["curves"], data["grid"], rows, drawn_qf)
+    is_drawn = family[rows] == "drawn"
+    flat = data["flat_share"][rows]
+    candidates = []
+    for quality_margin in QUALITY_MARGINS:
+        for strength_share in STRENGTH_SHARES:
+            for flat_share in FLAT_SHARES:
+                taken = ((quality[rows] - header >= quality_margin)
+                         & (strength[rows] - header >= strength_share * (100.0 - header)) & (flat >= flat_share))
+                lost = np.where(taken, as_drawn, as_photo)
+                extra = lost - as_photo
+                if all(extra[family[rows] == name].mean() <= MAX_PHOTO_MEAN_EXTRA_LOSS and extra[family[rows] == name].max()
+                       <= MAX_PHOTO_EXTRA_LOSS for name in set(family[rows][~is_drawn])):
+                    candidates.append((float(lost[is_drawn].mean()), int(taken[~is_drawn].sum()), -flat_share,
+                                       quality_margin, strength_share, taken))
+    if not candidates:
+        raise ValueError("no margins keep the photos' extra loss within the limits")
+    least = min(c[0] for c in candidates)
+    lost, _, flat_share, quality_margin, strength_share, taken = min(
+        (c for c in candidates if c[0] <= least + DRAWN_LOSS_TOLERANCE), key=lambda c: c[1:5])
+    photo = ~is_drawn
+    return {"quality_margin": quality_margin, "strength_share": strength_share, "flat_share": -flat_share,
+            "drawn_taken": float(taken[is_drawn].mean()), "photos_taken": float(taken[photo].mean()),
+            "drawn_regret_at_photo_table_db": float(as_photo[is_drawn].mean()), "drawn_regret_with_rule_db": lost,
+            "photo_regret_at_photo_table_db": float(as_photo[photo].mean()),
+            "photo_regret_with_rule_db": float(np.where(taken, as_drawn, as_photo)[photo].mean()),
+            "drawn": int(is_drawn.sum()), "photos": int(photo.sum()), "least_drawn_regret_db": least,
+            "limits": {"photo_mean_extra_db": MAX_PHOTO_MEAN_EXTRA_LOSS, "photo_extra_db": MAX_PHOTO_EXTRA_LOSS,
+                       "drawn_loss_tolerance_db": DRAWN_LOSS_TOLERANCE}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="patches from qf_head collect")
     parser.add_argument("--card", type=Path, required=True, help="the weights card the table goes into")
+    parser.add_argument("--family", choices=("single", "drawn"), default="single",
+                        help="photos saved once (single_save_strength) or drawn images saved once (drawn_save_strength "
+                             "and the margins from which it applies)")
     parser.add_argument("--dry-run", action="store_true", help="print the table and its report, write nothing")
     args = parser.parse_args(argv)
     try:
@@ -97,11 +202,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"single_saves: {error}", file=sys.stderr)
         return 2
-    _, quality, best = single_saves(data)
+    _, quality, best = single_saves(data, args.family)
+    if len(quality) == 0:
+        print(f"single_saves: {args.data[0]}: no {args.family} saves of {MIN_SIDE} px or more", file=sys.stderr)
+        return 2
     table = fit_table(quality, best)
-    record = {"single_save_strength": table, "single_save_fit": {
-        "command": "python -m fbcnn_plugins.training.single_saves", "data": [str(p) for p in args.data],
-        "knots": list(KNOTS), "knot_reach": KNOT_REACH, "min_side": MIN_SIDE, "out_of_fold": out_of_fold(data)}}
+    fit = {"command": f"python -m fbcnn_plugins.training.single_saves --family {args.family}",
+           "data": [str(p) for p in args.data], "knots": list(KNOTS), "knot_reach": KNOT_REACH, "min_side": MIN_SIDE,
+           "out_of_fold": out_of_fold(data, family=args.family)}
+    if args.family == "single":
+        record = {"single_save_strength": table, "single_save_fit": fit}
+    else:
+        photo_table = (card.get("strength_head") or {}).get("single_save_strength") or [[1.0, 1.0], [100.0, 100.0]]
+        try:
+            quality, strength = head_readings(data, args.card)
+            fit["margins_fit"] = margins = fit_drawn_margins(data, quality, strength, photo_table, table)
+        except (ValueError, OSError) as error:
+            print(f"single_saves: {', '.join(map(str, args.data))}: {error}", file=sys.stderr)
+            return 2
+        record = {"drawn_save_strength": table, "drawn_quality_margin": margins["quality_margin"],
+                  "drawn_strength_share": margins["strength_share"], "drawn_flat_share": margins["flat_share"],
+                  "drawn_save_fit": fit}
     print(json.dumps(record, indent=1))
     if not args.dry_run:
         card["strength_head"] = {**(card.get("strength_head") or {}), **record}

@@ -6,6 +6,7 @@ reads collected curves, such as training/single_saves.py, runs in the base insta
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,3 +49,11 @@ def load_patches(paths: Sequence[Path], log: Callable[[str], None] = lambda line
     if not finite.all():
         log(f"left out {int((~finite).sum())} patches restored exactly at some strength (infinite PSNR)")
     return {key: value[finite] if key != "grid" else value for key, value in data.items()}
+
+
+def header_of(family: str, params: str) -> float:
+    """The QF a collected chain's file header says (its last save), or NaN when it has none."""
+    values = json.loads(params)
+    if family in ("single", "single444", "single422", "custom", "sharpened", "drawn"):
+        return float(values[0])  # custom tables: the libjpeg quality they were tilted from
+    return float(values[1] if family in ("aligned", "shifted") else values[2]) if family != "clean" else float("nan")

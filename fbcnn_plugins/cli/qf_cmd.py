@@ -132,8 +132,8 @@ def _estimate_all(args: argparse.Namespace, restorer, reports: list[dict], progr
 
 def _auto_decision(path, pixels, predicted: float, dominant, strength: float | None, restorer):
     """What ``--qf auto`` would use for this file, from the estimates already made (the core's one rule)."""
-    from fbcnn_plugins.core.qf_choice import decide_on, header_estimate, single_save_table
+    from fbcnn_plugins.core.qf_choice import decide_on, header_estimate, model_rules
 
     header = header_estimate(path, *pixels.shape[:2])
     return decide_on(pixels, predicted, strength, header=header, dominant=dominant,
-                     single_save_strength=single_save_table(restorer, pixels))
+                     **model_rules(restorer, pixels))
