@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+pytest.importorskip("torch", reason="the data pack is a training tool (pip install 'fbcnn-plugins[torch]')")
+
 from fbcnn_plugins.training.data_pack import MIB, byte_budget, tree_bytes
 from fbcnn_plugins.training.window_tree import MARKER, STAY_BEHIND, exclude_file, put_back, set_aside, set_aside_paths
 
