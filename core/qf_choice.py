@@ -151,9 +151,14 @@ class DrawnSaveRule:
     strength_share: float
     flat_share: float
 
+    def takes(self, header, predicted, strength, flat_share):
+        """Whether all three witnesses say drawn content; numbers or numpy arrays (the fit in
+        training/single_saves.py asks this of every collected patch at once)."""
+        return ((predicted - header >= self.quality_margin) & (strength - header >= self.strength_share * (QF_MAX - header))
+                & (flat_share >= self.flat_share))
+
     def applies(self, header: int, predicted: float, strength: float | None, flat_share: float | None) -> bool:
-        return (strength is not None and flat_share is not None and predicted - header >= self.quality_margin
-                and strength - header >= self.strength_share * (QF_MAX - header) and flat_share >= self.flat_share)
+        return strength is not None and flat_share is not None and bool(self.takes(header, predicted, strength, flat_share))
 
 
 @dataclass
@@ -426,7 +431,7 @@ def drawn_save_mapping(base: int, reason: str, predicted: float, strength: float
 
     Text and sharp panel edges lose more to smoothing than a photo's texture, and such a model
     restores them best well above the save's QF (the gray model: a save at QF 75 best at about
-    86); the table was fitted on generated drawn images saved once, the margins so that photos
+    84); the table was fitted on generated drawn images saved once, the margins so that photos
     lose next to nothing (training/single_saves.py)."""
     mapped = max(base, clamp_qf(float(np.interp(base, *zip(*rule.table)))))
     if mapped == base:
@@ -494,7 +499,8 @@ def decide_on(
                   header_chroma=header.chroma if isinstance(header, QFEstimate) else None, custom_header=custom,
                   dominant=dominant, edges=exact_edge_share(pixels), strength=strength,
                   single_save_strength=single_save_strength, drawn_save=drawn_save,
-                  flat_share=None if drawn_save is None else flat_block_share(pixels))
+                  # only a header's QF goes through the drawn table: no other image needs its panels counted
+                  flat_share=None if drawn_save is None or header is None else flat_block_share(pixels))
 
 
 def decide_qf(

@@ -15,7 +15,7 @@ and writes it into the card's ``strength_head.single_save_strength``, where ``au
 one half of the patches, scored on the other, and the other way round.
 
 Drawn images (screenshots, UI, text) saved once are a case of their own: the gray model restores
-them best far lighter still (a save at QF 75 best at about QF 86).  ``--family drawn`` fits their
+them best far lighter still (a save at QF 75 best at about QF 84).  ``--family drawn`` fits their
 table from patches collected with ``qf_head collect --families single drawn`` into
 ``strength_head.drawn_save_strength``, with ``drawn_quality_margin`` and ``drawn_strength_share``
 (how far above the header's QF both of the network's readings must lie for ``auto`` to use it)
@@ -29,7 +29,6 @@ and ``drawn_flat_share`` (the least share of flat panels the pixels must show), 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fbcnn_plugins.core.model_card import read_card
+from fbcnn_plugins.core.qf_choice import DrawnSaveRule
 from fbcnn_plugins.core.weights import write_text_atomic
 
 from .strength_curves import best_qf, header_of, load_patches
@@ -57,7 +57,7 @@ def single_saves(data: dict[str, np.ndarray], family: str = "single") -> tuple[n
     measure: (row indices, save QF, best strength)."""
     rows = np.array([i for i, name in enumerate(data["family"]) if str(name) == family
                      and int(data["side"][i]) >= MIN_SIDE], dtype=int)
-    quality = np.array([ast.literal_eval(str(data["params"][i]))[0] for i in rows], dtype=np.float64)
+    quality = np.array([header_of(family, str(data["params"][i])) for i in rows], dtype=np.float64)
     return rows, quality, best_qf(data["curves"][rows], data["grid"])
 
 
@@ -163,8 +163,8 @@ def fit_drawn_margins(data: dict[str, np.ndarray], quality: np.ndarray, strength
     for quality_margin in QUALITY_MARGINS:
         for strength_share in STRENGTH_SHARES:
             for flat_share in FLAT_SHARES:
-                taken = ((quality[rows] - header >= quality_margin)
-                         & (strength[rows] - header >= strength_share * (100.0 - header)) & (flat >= flat_share))
+                rule = DrawnSaveRule(tuple(map(tuple, drawn_table)), quality_margin, strength_share, flat_share)
+                taken = rule.takes(header, quality[rows], strength[rows], flat)
                 lost = np.where(taken, as_drawn, as_photo)
                 extra = lost - as_photo
                 if all(extra[family[rows] == name].mean() <= MAX_PHOTO_MEAN_EXTRA_LOSS and extra[family[rows] == name].max()
