@@ -161,6 +161,30 @@ class DrawnSaveRule:
         return strength is not None and flat_share is not None and bool(self.takes(header, predicted, strength, flat_share))
 
 
+@dataclass(frozen=True)
+class HeavierDamageRule:
+    """How far under a high last save both of the network's readings must sit for rule 3 to follow
+    the strength head (:func:`heavier_damage`): the strength head ``strength_margin`` QF steps or
+    more, the QF estimate ``quality_margin`` or more.  A model's card may carry its own by image
+    size, fitted on its collected patches (``strength_head.heavier_damage_margins``, written by
+    training/heavier_damage.py; see :func:`heavier_damage_rule`): how far a single save's readings
+    stray from its QF is the model's own, and they stray less on more pixels.  Without them, the
+    defaults :data:`STRENGTH_MARGIN` and :data:`HEAVIER_DAMAGE_MARGIN`."""
+
+    strength_margin: float = STRENGTH_MARGIN
+    quality_margin: float = HEAVIER_DAMAGE_MARGIN
+    fitted: bool = False
+
+    def takes(self, header, predicted, strength):
+        """Whether both readings sit far enough under the last save; numbers or numpy arrays (the fit
+        in training/heavier_damage.py asks this of every collected patch at once)."""
+        return (header - strength >= self.strength_margin) & (header - predicted >= self.quality_margin)
+
+
+#: Rule 3's margins for models whose card has none.
+DEFAULT_HEAVIER_DAMAGE = HeavierDamageRule()
+
+
 @dataclass
 class QFDecision:
     """The QF ``auto`` settled on, the evidence it weighed, and why (one sentence for people)."""
@@ -273,6 +297,7 @@ def decide(
     single_save_strength: SingleSaveTable | None = None,
     drawn_save: DrawnSaveRule | None = None,
     flat_share: float | None = None,
+    heavier: HeavierDamageRule = DEFAULT_HEAVIER_DAMAGE,
 ) -> QFDecision:
     """The ``auto`` rule (see the module docstring) on evidence already gathered.
 
@@ -282,7 +307,8 @@ def decide(
     from a save's QF to the strength that restores it best (:func:`single_save_table`);
     ``drawn_save`` its rule for drawn content saved once (:func:`drawn_save_rule`), used instead
     where both of the network's readings lie far enough above the header's QF and ``flat_share``
-    (the image's :func:`~fbcnn_plugins.core.drawn_content.flat_block_share`) is high enough."""
+    (the image's :func:`~fbcnn_plugins.core.drawn_content.flat_block_share`) is high enough;
+    ``heavier`` the margins of rule 3 (:func:`heavier_damage_rule`)."""
     trusted = trusted_grid(dominant, height, width)
     facts = dict(
         exact_edge_share=None if edges is None else edges.share, strength=strength,
@@ -314,9 +340,9 @@ def decide(
     else:
         base = None
     if base is not None:
-        heavier, reason = heavier_damage(base, basis, reason, predicted, strength, height, width)
-        if heavier is not None:
-            return QFDecision(heavier, "predicted", reason, **facts)
+        heavier_qf, reason = heavier_damage(base, basis, reason, predicted, strength, height, width, heavier)
+        if heavier_qf is not None:
+            return QFDecision(heavier_qf, "predicted", reason, **facts)
         if source == "header" and header_chroma == "4:4:4":
             mapped = header_strength_full_chroma(base)
             reason += (f"; the file keeps full-resolution colour (4:4:4), which QF {base} damages less than "
@@ -370,32 +396,33 @@ def decide(
 
 
 def heavier_damage(base: int, basis: str, reason: str, predicted: float, strength: float | None,
-                   height: int, width: int) -> tuple[int | None, str]:
+                   height: int, width: int, rule: HeavierDamageRule = DEFAULT_HEAVIER_DAMAGE) -> tuple[int | None, str]:
     """Rule 3: the QF and reason when the network sees far heavier damage than a high last save;
     else None and ``reason`` (with a word on why a low strength reading was not followed).
 
     Two of the network's witnesses must agree that there was a save before the last one: the
-    strength head reads at least :data:`STRENGTH_MARGIN` below ``base``, *and* the QF head, which
+    strength head reads at least ``rule.strength_margin`` below ``base``, *and* the QF head, which
     on a plain single JPEG lands within a step or two of its QF, reads at least
-    :data:`HEAVIER_DAMAGE_MARGIN` below it.  The strength head alone misreads some single JPEGs'
+    ``rule.quality_margin`` below it.  The strength head alone misreads some single JPEGs'
     content as damage (scikit-image's astronaut saved at QF 90 reads 65), while a single save
-    leaves the QF estimate within 1.8 of its QF (training crops at QF 80-95) and a resize between
-    two saves takes it 4 or more below.
+    leaves the QF estimate close to its QF and a resize between two saves takes it further below.
     """
     if base < HIGH_LAST_SAVE or min(height, width) < HEAVIER_DAMAGE_MIN_SIDE:
         return None, reason
     gap = base - predicted
     if strength is not None:
-        if base - strength < STRENGTH_MARGIN:
+        if base - strength < rule.strength_margin:
             return None, reason
-        if gap < HEAVIER_DAMAGE_MARGIN:
+        if not rule.takes(base, predicted, strength):
             return None, (
                 f"{reason}; the strength head reads heavier damage (QF {strength:.1f}), but the QF estimate "
                 f"({predicted:.1f}) is where a single save at QF {base} leaves it, "
                 f"so nothing else points to an earlier save")
+        margins = (f"at least {rule.strength_margin:g} and {rule.quality_margin:g} under it"
+                   + (", this model's fitted margins" if rule.fitted else ""))
         return clamp_qf(strength), (
-            f"the network sees far heavier damage (strength QF {strength:.1f}, QF estimate {predicted:.1f}) than "
-            f"{basis}: a high last save over an earlier compression whose grid is gone (resized or edited)")
+            f"the network sees far heavier damage (strength QF {strength:.1f}, QF estimate {predicted:.1f}; "
+            f"{margins}) than {basis}: a high last save over an earlier compression whose grid is gone (resized or edited)")
     if not HEAVIER_DAMAGE_MARGIN <= gap <= HEAVIER_DAMAGE_MAX_GAP:
         return None, reason
     return clamp_qf(max(EXTRAPOLATION_FLOOR, predicted - EXTRAPOLATION * gap)), (
@@ -468,10 +495,28 @@ def drawn_save_rule(restorer: Restorer, image: np.ndarray) -> DrawnSaveRule | No
     return DrawnSaveRule(tuple((float(q), float(s)) for q, s in table), *(float(head[key]) for key in keys))
 
 
+def heavier_damage_rule(restorer: Restorer, image: np.ndarray) -> HeavierDamageRule:
+    """Rule 3's margins for ``image``: those of the model that restores it fitted for its size band
+    (the card's ``strength_head.heavier_damage_margins``: rows of least shorter side, strength
+    margin, QF-estimate margin, every band from the first up to the next row's side), else the defaults."""
+    card = restorer.model_for(split_image(image).is_gray).card or {}
+    bands = (card.get("strength_head") or {}).get("heavier_damage_margins") or []
+    side = min(image.shape[:2])
+    fitting = [(float(strength), float(quality)) for least, strength, quality in sorted(bands) if side >= least]
+    if not fitting:
+        return DEFAULT_HEAVIER_DAMAGE
+    # A band the fit could not choose margins for (too few patches, or margins that cost single saves out
+    # of fold) holds the defaults, and is said to be no model's own.
+    strength, quality = fitting[-1]
+    default = (DEFAULT_HEAVIER_DAMAGE.strength_margin, DEFAULT_HEAVIER_DAMAGE.quality_margin)
+    return HeavierDamageRule(strength, quality, fitted=(strength, quality) != default)
+
+
 def model_rules(restorer: Restorer, image: np.ndarray) -> dict:
     """The fitted rules the card of the model that restores ``image`` carries, as :func:`decide_on`'s
     keyword arguments, so every caller passes the same ones."""
-    return {"single_save_strength": single_save_table(restorer, image), "drawn_save": drawn_save_rule(restorer, image)}
+    return {"single_save_strength": single_save_table(restorer, image), "drawn_save": drawn_save_rule(restorer, image),
+            "heavier": heavier_damage_rule(restorer, image)}
 
 
 def decide_on(
@@ -483,6 +528,7 @@ def decide_on(
     dominant: DominantQF | None = None,
     single_save_strength: SingleSaveTable | None = None,
     drawn_save: DrawnSaveRule | None = None,
+    heavier: HeavierDamageRule = DEFAULT_HEAVIER_DAMAGE,
 ) -> QFDecision:
     """:func:`decide` on the network's estimates already made, with the evidence the pixels and the
     header carry filled in: FBCNN-D only where the image is large enough for it, the exact edges,
@@ -498,7 +544,7 @@ def decide_on(
                   header=header.value if isinstance(header, QFEstimate) else header,
                   header_chroma=header.chroma if isinstance(header, QFEstimate) else None, custom_header=custom,
                   dominant=dominant, edges=exact_edge_share(pixels), strength=strength,
-                  single_save_strength=single_save_strength, drawn_save=drawn_save,
+                  single_save_strength=single_save_strength, drawn_save=drawn_save, heavier=heavier,
                   # only a header's QF goes through the drawn table: no other image needs its panels counted
                   flat_share=None if drawn_save is None or header is None else flat_block_share(pixels))
 

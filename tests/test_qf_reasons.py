@@ -17,7 +17,7 @@ from skimage import data
 from fbcnn_plugins.cli.main import main
 from fbcnn_plugins.core.drawn_content import EdgeEvidence
 from fbcnn_plugins.core.qf_choice import (
-    CLEAN_QF, CUSTOM_TABLES, HEAVIER_DAMAGE_MARGIN, MIN_PREDICTION_SIDE, STRENGTH_MARGIN, DrawnSaveRule, decide, decide_qf,
+    CLEAN_QF, CUSTOM_TABLES, HEAVIER_DAMAGE_MARGIN, MIN_PREDICTION_SIDE, STRENGTH_MARGIN, DrawnSaveRule, HeavierDamageRule, decide, decide_qf,
     header_estimate,
 )
 from fbcnn_plugins.core.quality import QFEstimate
@@ -60,6 +60,17 @@ def test_heavier_damage_seen_by_both_heads_names_both_and_the_last_save():
     assert (chosen.qf, chosen.source) == (65, "predicted")
     assert all(words in chosen.reason for words in ("strength QF 65.0", f"QF estimate {predicted:.1f}", "header's QF 90",
                                                      "resized or edited"))
+
+
+def test_a_models_fitted_margins_follow_readings_the_defaults_leave_and_say_so():
+    """Readings 2.5 and 10 under a last save at 90: too close for the default margins, far enough for
+    a model whose card carries margins of 2 and 7.5 (the words name them as the model's own)."""
+    default = decide(87.5, 256, 256, header=90, strength=80.0)
+    assert (default.qf, default.source) == (90, "header") and "heavier" not in default.reason
+    fitted = decide(87.5, 256, 256, header=90, strength=80.0, heavier=HeavierDamageRule(7.5, 2.0, fitted=True))
+    assert (fitted.qf, fitted.source) == (80, "predicted")
+    assert all(words in fitted.reason for words in ("strength QF 80.0", "QF estimate 87.5", "at least 7.5 and 2 under it",
+                                                    "this model's fitted margins", "header's QF 90"))
 
 
 def test_heavier_damage_without_a_strength_head_says_how_far_the_qf_was_pushed():

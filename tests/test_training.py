@@ -579,3 +579,27 @@ def test_collect_draws_generated_drawn_images_only_when_asked_and_keeps_both_rea
     np.testing.assert_allclose(both["strength_estimate"], qf_head.predict(network, both["features"]), atol=1e-4)
     default = qf_head.collect(gray, [photos], count=12, seed=5, sides=(64,), log=lambda line: None, grid=(50, 90))
     assert "drawn" not in set(default["family"])
+
+
+def test_collect_can_keep_only_high_last_saves_and_measure_in_bf16(tmp_path):
+    """``collect --min-last-save 80 --bf16``: every patch's file header says QF 80 or more (what rule 3
+    decides on), draws below it do not count, and the curves measured in bf16 have their best where
+    fp32 has it."""
+    from skimage import data as samples
+
+    from fbcnn_plugins.core.catalog import load_model
+    from fbcnn_plugins.training import qf_head
+    from fbcnn_plugins.training.strength_curves import header_of
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(samples.camera()).save(photos / "camera.png")
+    model = load_model(None, gray=True)
+    kept = qf_head.collect(model, [photos], count=6, seed=3, sides=(64,), families=("single", "resized"),
+                           min_last_save=80, bf16=True, log=lambda line: None)
+    headers = [header_of(f, p) for f, p in zip(kept["family"], kept["params"])]
+    assert len(headers) >= 4 and min(headers) >= 80
+    fp32 = qf_head.collect(model, [photos], count=6, seed=3, sides=(64,), families=("single", "resized"),
+                           min_last_save=80, log=lambda line: None)
+    assert list(fp32["params"]) == list(kept["params"])  # the same draws
+    assert np.abs(fp32["curves"] - kept["curves"]).max() < 0.2
