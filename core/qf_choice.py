@@ -59,7 +59,7 @@ from PIL import Image
 
 from .drawn_content import EdgeEvidence, exact_edge_share, flat_block_share
 from .qf_estimation import NEAR_QF, DominantQF, dominant_quality, header_quality
-from .quality import QF_MAX, QFEstimate, clamp_qf
+from .quality import QF_MAX, QF_MIN, QFEstimate, clamp_qf
 from .pixels import plain_array, split_image
 from .restorer import RestoreResult, Restorer
 
@@ -431,6 +431,16 @@ def heavier_damage(base: int, basis: str, reason: str, predicted: float, strengt
         f"gap below the prediction")
 
 
+def single_save_strengths(header, strength, table: SingleSaveTable):
+    """The strength rule 2 restores a save at ``header`` with through the single-save table, no
+    further up than ``strength`` (None: as the table says); numbers or numpy arrays (the fit in
+    training/heavier_damage.py asks this of every collected patch at once, as ``auto`` would)."""
+    fitted = np.clip(np.rint(np.interp(header, *zip(*table))), QF_MIN, QF_MAX)
+    if strength is None:
+        return fitted
+    return np.minimum(fitted, np.maximum(header, np.clip(np.rint(strength), QF_MIN, QF_MAX)))
+
+
 def single_save_mapping(base: int, reason: str, strength: float | None, table: SingleSaveTable) -> tuple[int, str]:
     """Rule 2's QF through the model's single-save table, no further than the strength head agrees.
 
@@ -440,8 +450,8 @@ def single_save_mapping(base: int, reason: str, strength: float | None, table: S
     strength head then reads at or under ``base``.  So the QF moves up only as far as the
     strength head's reading, and not at all where it reads heavier damage.
     """
-    fitted = clamp_qf(float(np.interp(base, *zip(*table))))
-    mapped = fitted if strength is None else min(fitted, max(base, clamp_qf(strength)))
+    fitted = int(single_save_strengths(base, None, table))
+    mapped = int(single_save_strengths(base, strength, table))
     if mapped == base:
         return base, reason
     limit = "" if mapped == fitted else f", as far as its strength head reads (QF {strength:.1f})"

@@ -19,18 +19,22 @@ The patches come from ``qf_head collect --min-last-save 80`` (single saves, shar
 re-saved photos whose last save was at QF 80 or more, each with its PSNR curve and both
 readings).  Every pair of margins in the grid below is scored: each patch restored at the
 strength head's reading where the rule takes it, else at the header's QF through the card's
-single-save table (what ``auto`` does).  The pair kept is, among those whose cost to each
-single-save family (its mean PSNR lost against each patch's best, over that of a rule that never
-fires) is within :data:`SINGLE_SAVE_TOLERANCE` of the least any pair gives, the one that loses
-least on the re-saved photos (collected in proportion to how often people meet each chain);
-ties go to the larger margins.  The report beside it is out-of-fold (the pair chosen on one half
-of the patches, scored on the other) and gives the default margins' losses next to it.
+single-save table (what ``auto`` does).  The pair kept is, among those that cost each family of
+files saved once (plain and sharpened single saves: the mean PSNR lost against each patch's
+best) at most :data:`SINGLE_SAVE_TOLERANCE` more than the default margins
+(:data:`~fbcnn_plugins.core.qf_choice.DEFAULT_HEAVIER_DAMAGE`) do, the one that loses least on
+the re-saved photos (collected in proportion to how often people meet each chain); ties go to
+the larger margins.  A band keeps the default margins where it has fewer than
+:data:`MIN_BAND_PATCHES` of either kind, or where the pair chosen on one half of its patches
+costs the other half's single saves of either family more than that tolerance (out of fold, both
+ways): there its single saves are too few, or their readings stray too far, to choose margins
+on.  The report beside the margins gives, per band, the out-of-fold losses next to those of the
+default margins and of a rule that never fires.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,10 +42,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from fbcnn_plugins.core.model_card import read_card
-from fbcnn_plugins.core.qf_choice import DEFAULT_HEAVIER_DAMAGE, HEAVIER_DAMAGE_MIN_SIDE, HIGH_LAST_SAVE, HeavierDamageRule
-from fbcnn_plugins.core.weights import write_text_atomic
+from fbcnn_plugins.core.qf_choice import (
+    DEFAULT_HEAVIER_DAMAGE, HEAVIER_DAMAGE_MIN_SIDE, HIGH_LAST_SAVE, HeavierDamageRule, single_save_strengths,
+)
 
-from .single_saves import head_readings, regret_db
+from .single_saves import head_readings, record_in_card, regret_db
 from .strength_curves import header_of, load_patches
 
 #: The margins tried (QF steps under the header's QF): the strength head's and the QF estimate's.
@@ -73,20 +78,11 @@ def rule_rows(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return rows, headers[rows]
 
 
-def header_strength(header: np.ndarray, strength: np.ndarray, table: Sequence[Sequence[float]] | None) -> np.ndarray:
-    """The QF ``auto`` restores a header decision at when rule 3 does not fire: the header's QF
-    through the single-save table, no further up than the strength head reads
-    (:func:`~fbcnn_plugins.core.qf_choice.single_save_mapping`)."""
-    if not table:
-        return header
-    fitted = np.clip(np.rint(np.interp(header, *zip(*table))), 1, 100)
-    return np.minimum(fitted, np.maximum(header, np.clip(np.rint(strength), 1, 100)))
-
-
 def score(data: dict[str, np.ndarray], rows: np.ndarray, header: np.ndarray, quality: np.ndarray, strength: np.ndarray,
           table: Sequence[Sequence[float]] | None, rule: HeavierDamageRule | None) -> np.ndarray:
     """PSNR each row loses against its best under ``rule`` (None: a rule that never fires)."""
-    fallback = header_strength(header, strength, table)
+    # rule 2's strength where rule 3 does not fire: the header's QF, through the single-save table where the card has one
+    fallback = header if not table else single_save_strengths(header, strength, table)
     taken = np.zeros(len(rows), bool) if rule is None else rule.takes(header, quality, strength)
     return regret_db(data["curves"], data["grid"], rows, np.where(taken, np.clip(np.rint(strength), 1, 100), fallback))
 
@@ -172,11 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "strength_margins": list(STRENGTH_MARGINS), "quality_margins": list(QUALITY_MARGINS),
                   "single_save_tolerance_db": SINGLE_SAVE_TOLERANCE, "min_band_patches": MIN_BAND_PATCHES,
                   "out_of_fold_by_size": reports}}
-    print(json.dumps(record, indent=1))
-    if not args.dry_run:
-        card["strength_head"] = {**(card.get("strength_head") or {}), **record}
-        write_text_atomic(args.card, json.dumps(card, indent=2) + "\n")
-        print(f"wrote the margins into {args.card}")
+    record_in_card(record, card, args.card, dry_run=args.dry_run, what="the margins")
     return 0
 
 

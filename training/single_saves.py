@@ -187,6 +187,16 @@ def fit_drawn_margins(data: dict[str, np.ndarray], quality: np.ndarray, strength
                        "drawn_loss_tolerance_db": DRAWN_LOSS_TOLERANCE}}
 
 
+def record_in_card(record: dict[str, Any], card: dict[str, Any], card_path: Path, *, dry_run: bool, what: str) -> None:
+    """Print a fit's ``record`` and, unless ``dry_run``, merge it into the card's ``strength_head``
+    (the weights and their sha256 untouched), written atomically."""
+    print(json.dumps(record, indent=1))
+    if not dry_run:
+        card["strength_head"] = {**(card.get("strength_head") or {}), **record}
+        write_text_atomic(card_path, json.dumps(card, indent=2) + "\n")
+        print(f"wrote {what} into {card_path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="patches from qf_head collect")
@@ -223,11 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {"drawn_save_strength": table, "drawn_quality_margin": margins["quality_margin"],
                   "drawn_strength_share": margins["strength_share"], "drawn_flat_share": margins["flat_share"],
                   "drawn_save_fit": fit}
-    print(json.dumps(record, indent=1))
-    if not args.dry_run:
-        card["strength_head"] = {**(card.get("strength_head") or {}), **record}
-        write_text_atomic(args.card, json.dumps(card, indent=2) + "\n")
-        print(f"wrote the table into {args.card}")
+    record_in_card(record, card, args.card, dry_run=args.dry_run, what="the table")
     return 0
 
 
