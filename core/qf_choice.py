@@ -144,12 +144,18 @@ class DrawnSaveRule:
     (:func:`~fbcnn_plugins.core.drawn_content.flat_block_share`), to take an image for drawn
     content (the card's ``strength_head.drawn_save_strength``, ``drawn_quality_margin``,
     ``drawn_strength_share`` and ``drawn_flat_share``, written by training/single_saves.py).
-    The strength head must read ``strength_share`` of the way from the header's QF to 100."""
+    The strength head must read ``strength_share`` of the way from the header's QF to 100.
+
+    The table gives the population's best strength; one drawn image's own lies nearer the strength
+    head's reading (more text and sharp edges read lighter and restore best lighter), so the QF
+    restored at moves ``strength_pull`` of the way from the table's QF towards that reading (the
+    card's ``drawn_strength_pull``, fitted beside the margins; 0 where a card has none)."""
 
     table: SingleSaveTable
     quality_margin: float
     strength_share: float
     flat_share: float
+    strength_pull: float = 0.0
 
     def takes(self, header, predicted, strength, flat_share):
         """Whether all three witnesses say drawn content; numbers or numpy arrays (the fit in
@@ -159,6 +165,17 @@ class DrawnSaveRule:
 
     def applies(self, header: int, predicted: float, strength: float | None, flat_share: float | None) -> bool:
         return strength is not None and flat_share is not None and bool(self.takes(header, predicted, strength, flat_share))
+
+    def table_strength(self, header):
+        """The table's strength for a save at ``header``, never under it; numbers or numpy arrays."""
+        return np.maximum(header, np.clip(np.rint(np.interp(header, *zip(*self.table))), QF_MIN, QF_MAX))
+
+    def strength_for(self, header, strength):
+        """The QF a drawn save at ``header`` is restored at: the table's, moved :attr:`strength_pull` of
+        the way towards the strength head's reading, never under ``header``; numbers or numpy arrays."""
+        table = self.table_strength(header)
+        pulled = np.rint(table + self.strength_pull * (np.clip(strength, QF_MIN, QF_MAX) - table))
+        return np.clip(np.maximum(header, pulled), QF_MIN, QF_MAX)
 
 
 @dataclass(frozen=True)
@@ -470,14 +487,18 @@ def drawn_save_mapping(base: int, reason: str, predicted: float, strength: float
     restores them best well above the save's QF (the gray model: a save at QF 75 best at about
     84); the table was fitted on generated drawn images saved once, the margins so that photos
     lose next to nothing (training/single_saves.py)."""
-    mapped = max(base, clamp_qf(float(np.interp(base, *zip(*rule.table)))))
+    tabled = int(rule.table_strength(base))
+    mapped = int(rule.strength_for(base, strength))
     if mapped == base:
         return base, reason
+    pulled = "" if mapped == tabled else (
+        f", moved {rule.strength_pull:.0%} of the way from the table's QF {tabled} towards the strength head's "
+        f"reading, as the card's fit on those images says")
     return mapped, (f"{reason}; but both of the network's readings see far lighter damage (QF estimate {predicted:.1f}, "
                     f"strength {strength:.1f}; the one at least {rule.quality_margin:g} above the header, the other "
                     f"{rule.strength_share:.0%} of the way from it to 100) and {flat_share:.0%} of its 8x8 blocks are flat panels (at least {rule.flat_share:.0%}): "
                     f"drawn content such as a screenshot or text, which this model restores best at QF {mapped} after "
-                    f"a save at QF {base} (its card's drawn-save table, fitted on generated drawn images)")
+                    f"a save at QF {base} (its card's drawn-save table, fitted on generated drawn images{pulled})")
 
 
 def header_strength_full_chroma(quality: int) -> int:
@@ -502,7 +523,8 @@ def drawn_save_rule(restorer: Restorer, image: np.ndarray) -> DrawnSaveRule | No
     keys = ("drawn_quality_margin", "drawn_strength_share", "drawn_flat_share")
     if not table or any(head.get(key) is None for key in keys):
         return None
-    return DrawnSaveRule(tuple((float(q), float(s)) for q, s in table), *(float(head[key]) for key in keys))
+    return DrawnSaveRule(tuple((float(q), float(s)) for q, s in table), *(float(head[key]) for key in keys),
+                         strength_pull=float(head.get("drawn_strength_pull", 0.0)))
 
 
 def heavier_damage_rule(restorer: Restorer, image: np.ndarray) -> HeavierDamageRule:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from skimage import data
 
 from fbcnn_plugins.core.catalog import load_model
@@ -58,6 +59,9 @@ def test_the_margins_are_fitted_to_take_the_resaved_photos_and_leave_the_single_
     assert not small_report["fitted"] and small_report["patches"] == 0 and large_report["fitted"]
     assert large_report["fitted_margins_db"]["resized"] < large_report["default_margins_db"]["resized"] - 0.5
     assert large_report["single_save_cost_db"] <= heavier_damage.SINGLE_SAVE_TOLERANCE
+    halvings = large_report["single_save_cost_by_halving_db"]  # the check averages over several random halvings
+    assert len(halvings) == head["heavier_damage_fit"]["halvings"] == heavier_damage.SPLITS > 1
+    assert large_report["single_save_cost_db"] == pytest.approx(np.mean(halvings), abs=1e-4)
 
 
 def test_a_fit_without_resaved_photos_is_refused_and_writes_nothing(tmp_path, capsys):

@@ -222,3 +222,15 @@ def test_drawn_content_saved_as_jpeg_names_both_readings_its_panels_and_the_draw
         assert "drawn" not in photo.reason
     # Only a header is mapped so: a grid's QF (a PNG of a JPEG) is not.
     assert decide(79.0, 256, 256, dominant=grid(75, 0.9), strength=99.9, drawn_save=rule, flat_share=0.5).qf == 75
+
+
+def test_a_drawn_save_moves_from_the_table_towards_the_strength_reading_by_the_fitted_share():
+    pulled = DrawnSaveRule(((1.0, 1.0), (75.0, 86.0), (100.0, 100.0)), 3.0, 0.8, 0.05, strength_pull=0.25)
+    chosen = decide(79.0, 256, 256, header=75, strength=98.0, single_save_strength=TABLE, drawn_save=pulled, flat_share=0.53)
+    assert chosen.qf == 89  # 86 + 0.25 * (98 - 86)
+    assert all(words in chosen.reason for words in ("QF 89 after a save at QF 75", "moved 25% of the way from the table's QF 86"))
+    # A reading under the table's QF pulls down, but never under the header's QF.
+    assert int(pulled.strength_for(75, 82.0)) == 85 and int(pulled.strength_for(75, 20.0)) == 75
+    unpulled = decide(79.0, 256, 256, header=75, strength=98.0, single_save_strength=TABLE,
+                      drawn_save=DrawnSaveRule(pulled.table, 3.0, 0.8, 0.05), flat_share=0.53)
+    assert unpulled.qf == 86 and "moved" not in unpulled.reason

@@ -114,6 +114,27 @@ def test_the_drawn_table_and_its_margins_are_fitted_and_written_into_the_card(tm
     assert fit["drawn_taken"] > 0.4 and fit["drawn_regret_with_rule_db"] < fit["drawn_regret_at_photo_table_db"]
 
 
+def test_the_drawn_pull_follows_where_the_strength_reading_says_a_drawn_image_restores_best():
+    """Drawn saves whose best strength lies a third of the way from the table's QF towards the
+    strength head's reading: the fit finds a share near a third; where the best is the table's own
+    QF whatever the reading, it keeps the table (0)."""
+    patches = drawn_and_photo_patches(count=800, seed=4)
+    grid = patches["grid"].astype(np.float64)
+    drawn = patches["family"] == "drawn"
+    quality = np.array([json.loads(p)[0] for p in patches["params"]], dtype=np.float64)
+    table = ((1.0, 1.0), (20.0, 32.0), (90.0, 100.0), (100.0, 100.0))
+    rule = single_saves.DrawnSaveRule(table, 1.0, 0.3, 0.05)
+    tabled = rule.table_strength(quality)
+    for share, expected in ((1 / 3, (0.25, 0.4)), (0.0, (0.0, 0.0))):
+        best = np.where(drawn, tabled + share * (np.minimum(patches["strength_estimate"], 100) - tabled), quality + 2.0)
+        curves = (30.0 - 0.002 * (grid[None, :] - best[:, None]) ** 2).astype(np.float32)
+        fit = single_saves.fit_drawn_pull({**patches, "curves": curves}, patches["quality_estimate"],
+                                          patches["strength_estimate"], [[1.0, 3.0], [100.0, 100.0]], rule)
+        assert fit["taken"] > 100 and expected[0] <= fit["strength_pull"] <= expected[1], fit
+        if share:
+            assert fit["regret_with_pull_db"] < fit["regret_with_table_db"] and min(fit["out_of_fold_gain_db"]) > 0
+
+
 def test_a_drawn_fit_without_photos_is_refused_and_writes_nothing(tmp_path, capsys):
     card_path = tmp_path / "fbcnn-gray-small.json"
     card_path.write_text(load_model(None, gray=True).source.with_suffix(".json").read_text())
@@ -151,3 +172,24 @@ def test_auto_restores_a_gray_screenshot_jpeg_lighter_than_a_photo_and_better(tm
         Image.fromarray(getattr(data, name)()).save(photo_path, quality=75)
         photo = decide_qf(restorer, np.asarray(Image.open(photo_path)), jpeg_path=photo_path)
         assert "drawn" not in photo.reason, name
+
+
+def test_the_fits_use_the_readings_of_the_cards_own_heads(tmp_path):
+    """Readings stored by ``collect`` stand only for the weights that made them: once the strength
+    head is refitted, the drawn-save and heavier-damage fits read the stored features again with
+    the card's heads instead of fitting their margins to the old head's witness."""
+    from fbcnn_plugins.training import qf_head
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(data.camera()).save(photos / "camera.png")
+    gray = load_model(None, gray=True)
+    collected = qf_head.collect(gray, [photos], count=6, seed=3, sides=(64,), log=lambda line: None, grid=(50, 90))
+    card_path = gray.source.with_suffix(".json")
+    assert set(collected["readings_sha256"]) == {gray.card["sha256"]}
+    quality, strength = single_saves.head_readings(collected, card_path)
+    np.testing.assert_array_equal(strength, collected["strength_estimate"])  # read by these very weights
+    other_head = {**collected, "readings_sha256": np.full(6, "0" * 64), "strength_estimate": np.full(6, 3.0)}
+    quality, strength = single_saves.head_readings(other_head, card_path)
+    np.testing.assert_allclose(strength, collected["strength_estimate"], atol=1e-4)  # read again, not the stale 3.0
+    np.testing.assert_allclose(quality, collected["quality_estimate"], atol=1e-4)

@@ -491,6 +491,9 @@ def test_the_gray_model_gets_its_strength_head_from_gray_patches(tmp_path):
     loaded = load_weights(out)
     assert loaded.verified and loaded.is_gray and loaded.network.has_strength_head
     assert loaded.card["strength_head"]["added_to_sha256"] == gray.card["sha256"]
+    record, previous = loaded.card["strength_head"], gray.card["strength_head"]
+    assert record["single_save_strength"] == previous["single_save_strength"]  # measured without any head: kept
+    assert not set(qf_head.HEAD_DEPENDENT_FITS) & set(record)  # chosen on the old head's readings: left out
     fitted = loaded.network.state_dict()
     for key, value in gray.network.state_dict().items():
         if key.startswith("strength_pred."):

@@ -148,7 +148,8 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
             grid: Sequence[int] = QF_GRID, families: Sequence[str] | None = None, min_last_save: float | None = None,
             bf16: bool = False) -> dict[str, np.ndarray]:
     """``count`` patches through random chains: pooled features, PSNR curves, what made them, the
-    model's two readings of each (its QF estimate and its strength head's) and its flat-block share
+    model's two readings of each (its QF estimate and its strength head's, with the sha256 of the
+    weights that read them) and its flat-block share
     (:func:`~fbcnn_plugins.core.drawn_content.flat_block_share`).
 
     ``grid`` is where the curves are measured.  Above QF 80 a single save's curve peaks within a
@@ -162,6 +163,7 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
     patches, so a collection cut short on a busy machine still leaves its patches."""
     rng = np.random.default_rng(seed)
     gray = model.is_gray
+    readings_by = str(model.card.get("sha256"))  # whose heads read the patches: a refitted head reads them anew
     network = model.network.float().eval()
     files = list_images(folders)
     features, curves, inputs, drawn_families, params, sizes, readings, flat_shares = [], [], [], [], [], [], [], []
@@ -170,7 +172,8 @@ def collect(model: LoadedModel, folders: Sequence[Path], count: int, seed: int, 
         return {"features": np.stack(features), "curves": np.stack(curves), "psnr_in": np.array(inputs),
                 "family": np.array(drawn_families), "params": np.array(params), "side": np.array(sizes),
                 "quality_estimate": np.array([r[0] for r in readings]), "strength_estimate": np.array([r[1] for r in readings]),
-                "flat_share": np.array(flat_shares), "grid": np.array(grid)}
+                "flat_share": np.array(flat_shares), "grid": np.array(grid),
+                "readings_sha256": np.array([readings_by] * len(features))}
 
     start = time.perf_counter()
     drawn = 0  # chains drawn, not counting those the header filter refuses
@@ -250,7 +253,7 @@ def fit_head(network: torch.nn.Module, features: np.ndarray, curves: np.ndarray,
         loss.backward()
         optimizer.step()
         if step % 500 == 0 or step == steps - 1:
-            history.append(float(loss))
+            history.append(float(loss.detach()))
     head.eval()
     return history
 
@@ -372,6 +375,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary["patches"] = int(len(order))
     (args.data[0].parent / "qf_head_report.json").write_text(json.dumps(summary, indent=1))  # beside the data, not the weights
     save_qf_head_weights(model, network, args.out, summary)
+    dropped = sorted(set(model.card.get("strength_head") or {}) & set(HEAD_DEPENDENT_FITS))
+    if dropped:
+        print(f"{args.out}: the previous head's {', '.join(dropped)} were fitted on its readings and are left out; "
+              f"fit them again on this head's (single_saves --family drawn, heavier_damage)")
 
 
 def save_qf_head_weights(model: LoadedModel, network: torch.nn.Module, out: Path, summary: dict) -> Path:
@@ -388,18 +395,30 @@ def save_qf_head_weights(model: LoadedModel, network: torch.nn.Module, out: Path
     })
 
 
+#: Fits in a card's ``strength_head`` that a new head leaves valid: the single-save table is measured
+#: from PSNR curves and save QFs alone (training/single_saves.py).  The drawn-save rule and the
+#: heavier-damage margins are chosen on the head's readings, so a refitted head drops them until
+#: they are fitted again on its readings.
+HEAD_INDEPENDENT_FITS = ("single_save_strength", "single_save_fit")
+HEAD_DEPENDENT_FITS = ("drawn_save_strength", "drawn_quality_margin", "drawn_strength_share", "drawn_flat_share",
+                       "drawn_strength_pull", "drawn_save_fit", "heavier_damage_margins", "heavier_damage_fit")
+
+
 def with_strength_head(model: LoadedModel, network: torch.nn.Module, out: Path, record: dict) -> Path:
     """``model``'s weights with ``network``'s strength head, at the model's precision, its card plus ``record``.
 
     Every other tensor is the model's own (fp16 -> fp32 -> fp16 is exact), so restoring and the QF
     estimate are unchanged; the card keeps the network's training history and adds the head's,
-    with the sha256 of the weights it was added to.
+    with the sha256 of the weights it was added to, and keeps the :data:`HEAD_INDEPENDENT_FITS` of
+    the previous head's record.
     """
     card = dict(model.card)
     dtype = getattr(torch, card.get("dtype", "float16"))
     extra = {key: value for key, value in card.items()
              if key not in {"format", "name", "config", "in_channels", "color", "qf_convention", "dtype", "sha256"}}
-    extra["strength_head"] = {**record, "added_to_sha256": card.get("sha256")}
+    previous = card.get("strength_head") or {}
+    kept = {key: previous[key] for key in HEAD_INDEPENDENT_FITS if key in previous}
+    extra["strength_head"] = {**record, **kept, "added_to_sha256": card.get("sha256")}
     return save_weights(network, out, model.config, name=model.name, dtype=dtype, extra=extra)
 
 

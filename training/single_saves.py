@@ -20,7 +20,9 @@ table from patches collected with ``qf_head collect --families single drawn`` in
 ``strength_head.drawn_save_strength``, with ``drawn_quality_margin`` and ``drawn_strength_share``
 (how far above the header's QF both of the network's readings must lie for ``auto`` to use it)
 and ``drawn_flat_share`` (the least share of flat panels the pixels must show), chosen by
-:func:`fit_drawn_margins` so that photos lose next to nothing.
+:func:`fit_drawn_margins` so that photos lose next to nothing, and ``drawn_strength_pull`` (how far
+one image's QF moves from the table's towards its strength head's reading), by :func:`fit_drawn_pull`.
+The margins and the pull are chosen on the readings of the card's own heads (:func:`head_readings`).
 
     python -m fbcnn_plugins.training.single_saves --family drawn --data runs/qf-head-gray/drawn/p1.npz \
         runs/qf-head-gray/drawn/p2.npz --card fbcnn_plugins/models/fbcnn-gray-small.json
@@ -71,12 +73,24 @@ def fit_table(quality: np.ndarray, best: np.ndarray) -> list[list[float]]:
     return [[1.0, 1.0]] + [[float(k), round(float(s), 1)] for k, s in zip(KNOTS, strengths)] + [[100.0, 100.0]]
 
 
+def values_at(curves: np.ndarray, grid: np.ndarray, rows: np.ndarray, qfs: np.ndarray) -> np.ndarray:
+    """Each row's PSNR at its QF in ``qfs``, on the straight line between grid points (held flat
+    outside the grid, as :func:`numpy.interp` does); all rows at once, since the fits score
+    thousands of patches for every candidate rule."""
+    grid = np.asarray(grid, dtype=np.float64)
+    qfs = np.clip(np.asarray(qfs, dtype=np.float64), grid[0], grid[-1])
+    upper = np.clip(np.searchsorted(grid, qfs), 1, len(grid) - 1)
+    lower = upper - 1
+    weight = (qfs - grid[lower]) / (grid[upper] - grid[lower])
+    picked = curves[rows].astype(np.float64)
+    index = np.arange(len(rows))
+    return picked[index, lower] * (1 - weight) + picked[index, upper] * weight
+
+
 def regret_db(curves: np.ndarray, grid: np.ndarray, rows: np.ndarray, strengths: np.ndarray) -> np.ndarray:
     """PSNR each row loses against its best when restored at ``strengths`` (linear between grid points)."""
     best = best_qf(curves[rows], grid)
-    grid = np.asarray(grid, dtype=np.float64)
-    return np.array([np.interp(b, grid, curves[r]) - np.interp(s, grid, curves[r])
-                     for r, b, s in zip(rows, best, strengths)])
+    return values_at(curves, grid, rows, best) - values_at(curves, grid, rows, strengths)
 
 
 def out_of_fold(data: dict[str, np.ndarray], seed: int = 0, family: str = "single") -> dict[str, Any]:
@@ -118,9 +132,15 @@ PHOTO_FAMILIES = ("single", "sharpened", "resized", "custom", "aligned", "shifte
 
 
 def head_readings(data: dict[str, np.ndarray], card_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Each patch's QF estimate and strength reading: stored by ``qf_head collect``, or, for older
-    collections, computed from the stored features with the heads of the card's weights."""
-    if "quality_estimate" in data and "strength_estimate" in data:
+    """Each patch's QF estimate and strength reading by the card's own heads.
+
+    A rule fitted on one head's readings and applied with another's would be fitted to the wrong
+    witness, so the readings ``qf_head collect`` stored are used only where they were read by the
+    card's weights (their ``readings_sha256``), or where the patches carry no features to read
+    (made-up patches); otherwise the card's heads read the stored features again."""
+    stored = "quality_estimate" in data and "strength_estimate" in data
+    read_by_card = "readings_sha256" in data and bool(np.all(data["readings_sha256"] == read_card(card_path).get("sha256")))
+    if stored and (read_by_card or "features" not in data):
         return data["quality_estimate"], data["strength_estimate"]
     from fbcnn_plugins.core.weights import load_weights  # PyTorch only for collections without readings
 
@@ -187,6 +207,54 @@ def fit_drawn_margins(data: dict[str, np.ndarray], quality: np.ndarray, strength
                        "drawn_loss_tolerance_db": DRAWN_LOSS_TOLERANCE}}
 
 
+#: Shares of the way from the drawn table's QF towards the strength head's reading tried by :func:`fit_drawn_pull`.
+STRENGTH_PULLS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def fit_drawn_pull(data: dict[str, np.ndarray], quality: np.ndarray, strength: np.ndarray,
+                   photo_table: Sequence[Sequence[float]], rule: DrawnSaveRule, seed: int = 0) -> dict[str, Any]:
+    """How far a drawn save's QF moves from the table's towards the strength head's reading
+    (:attr:`~fbcnn_plugins.core.qf_choice.DrawnSaveRule.strength_pull`).
+
+    On the saves ``rule`` takes (drawn and the rare photo alike, as ``auto`` would), the share of
+    :data:`STRENGTH_PULLS` that loses least against each patch's best strength, among those that
+    keep every photo family within the limits of :func:`fit_drawn_margins` (against the photo
+    table); ties go to the smaller share.  It is kept only where the share chosen on one half of
+    the taken saves also loses less than the table alone on the other half, both ways; else 0."""
+    family = np.array([str(name) for name in data["family"]])
+    headers = np.array([header_of(f, str(p)) for f, p in zip(family, data["params"])])
+    rows = np.flatnonzero(np.isfinite(headers) & (data["side"] >= MIN_SIDE) & np.isin(family, (*PHOTO_FAMILIES, "drawn")))
+    header, photo_families = headers[rows], set(family[rows]) - {"drawn"}
+    taken = rule.takes(header, quality[rows], strength[rows], data["flat_share"][rows])
+    as_photo = regret_db(data["curves"], data["grid"], rows, np.rint(np.interp(header, *zip(*photo_table))))
+    lost = {}
+    for pull in STRENGTH_PULLS:
+        pulled = DrawnSaveRule(rule.table, rule.quality_margin, rule.strength_share, rule.flat_share, pull)
+        lost[pull] = np.where(taken, regret_db(data["curves"], data["grid"], rows, pulled.strength_for(header, strength[rows])),
+                              as_photo)
+
+    def allowed(pull: float) -> bool:
+        extra = lost[pull] - as_photo
+        return all(extra[family[rows] == name].mean() <= MAX_PHOTO_MEAN_EXTRA_LOSS
+                   and extra[family[rows] == name].max() <= MAX_PHOTO_EXTRA_LOSS for name in photo_families)
+
+    def best_on(chosen: np.ndarray) -> float:
+        return min((pull for pull in STRENGTH_PULLS if allowed(pull)), key=lambda pull: (float(lost[pull][chosen].mean()), pull))
+
+    if not taken.any():
+        return {"strength_pull": 0.0, "taken": 0}
+    half = np.random.default_rng(seed).random(len(rows)) < 0.5
+    gains = []
+    for train in (half, ~half):
+        test = taken & ~train
+        chosen = best_on(taken & train) if (taken & train).any() else 0.0
+        gains.append(float((lost[0.0][test] - lost[chosen][test]).mean()) if test.any() else 0.0)
+    pull = best_on(taken) if min(gains) > 0 else 0.0
+    return {"strength_pull": pull, "taken": int(taken.sum()), "regret_with_table_db": float(lost[0.0][taken].mean()),
+            "regret_with_pull_db": float(lost[pull][taken].mean()), "out_of_fold_gain_db": gains,
+            "pulls": list(STRENGTH_PULLS)}
+
+
 def record_in_card(record: dict[str, Any], card: dict[str, Any], card_path: Path, *, dry_run: bool, what: str) -> None:
     """Print a fit's ``record`` and, unless ``dry_run``, merge it into the card's ``strength_head``
     (the weights and their sha256 untouched), written atomically."""
@@ -230,9 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as error:
             print(f"single_saves: {', '.join(map(str, args.data))}: {error}", file=sys.stderr)
             return 2
+        rule = DrawnSaveRule(tuple(map(tuple, table)), margins["quality_margin"], margins["strength_share"],
+                             margins["flat_share"])
+        fit["pull_fit"] = pull = fit_drawn_pull(data, quality, strength, photo_table, rule)
         record = {"drawn_save_strength": table, "drawn_quality_margin": margins["quality_margin"],
                   "drawn_strength_share": margins["strength_share"], "drawn_flat_share": margins["flat_share"],
-                  "drawn_save_fit": fit}
+                  "drawn_strength_pull": pull["strength_pull"], "drawn_save_fit": fit}
     record_in_card(record, card, args.card, dry_run=args.dry_run, what="the table")
     return 0
 
