@@ -150,6 +150,15 @@ def head_readings(data: dict[str, np.ndarray], card_path: Path) -> tuple[np.ndar
     return predict_quality(network, data["features"]), predict(network, data["features"])
 
 
+def saved_once_rows(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every patch's family and header QF, and the rows the drawn-save rule is fitted on: photos and
+    drawn images with a header, large enough to measure."""
+    family = np.array([str(name) for name in data["family"]])
+    headers = np.array([header_of(f, str(p)) for f, p in zip(family, data["params"])])
+    rows = np.flatnonzero(np.isfinite(headers) & (data["side"] >= MIN_SIDE) & np.isin(family, (*PHOTO_FAMILIES, "drawn")))
+    return family, headers, rows
+
+
 def fit_drawn_margins(data: dict[str, np.ndarray], quality: np.ndarray, strength: np.ndarray,
                       photo_table: Sequence[Sequence[float]], drawn_table: Sequence[Sequence[float]]) -> dict[str, Any]:
     """The margins above a save's QF from which both heads' readings say "drawn content", and the
@@ -165,9 +174,7 @@ def fit_drawn_margins(data: dict[str, np.ndarray], quality: np.ndarray, strength
     of these the triple that takes the fewest photos, then the larger flat share (the pixels'
     witness, which the photos the network misreads lack), then the smaller margins.  Needs
     collections with ``flat_share``."""
-    family = np.array([str(name) for name in data["family"]])
-    headers = np.array([header_of(f, str(p)) for f, p in zip(family, data["params"])])
-    rows = np.flatnonzero(np.isfinite(headers) & (data["side"] >= MIN_SIDE) & np.isin(family, (*PHOTO_FAMILIES, "drawn")))
+    family, headers, rows = saved_once_rows(data)
     if not (family[rows] == "drawn").any() or not np.isin(family[rows], PHOTO_FAMILIES).any():
         raise ValueError("the rule needs saves of photos and of drawn images (qf_head collect --families single drawn)")
     if "flat_share" not in data:
@@ -221,9 +228,7 @@ def fit_drawn_pull(data: dict[str, np.ndarray], quality: np.ndarray, strength: n
     keep every photo family within the limits of :func:`fit_drawn_margins` (against the photo
     table); ties go to the smaller share.  It is kept only where the share chosen on one half of
     the taken saves also loses less than the table alone on the other half, both ways; else 0."""
-    family = np.array([str(name) for name in data["family"]])
-    headers = np.array([header_of(f, str(p)) for f, p in zip(family, data["params"])])
-    rows = np.flatnonzero(np.isfinite(headers) & (data["side"] >= MIN_SIDE) & np.isin(family, (*PHOTO_FAMILIES, "drawn")))
+    family, headers, rows = saved_once_rows(data)
     header, photo_families = headers[rows], set(family[rows]) - {"drawn"}
     taken = rule.takes(header, quality[rows], strength[rows], data["flat_share"][rows])
     as_photo = regret_db(data["curves"], data["grid"], rows, np.rint(np.interp(header, *zip(*photo_table))))
