@@ -270,7 +270,9 @@ class FilterDialog:
         self.estimate = None
         self.estimate_final = False
         self.closed = False
-        self.preview_serial = 0
+        self.preview_serial = 0  # counts the previews asked for; what is drawn carries the count at drawing
+        self._awaited_preview = None  # the settings of the preview request in flight
+        self._last_preview = None  # (settings, pixels, rowstride) of the last restored preview, drawn again on need
         self._preview_timer = 0
         self._pulse_timer = 0
         self.preview_shown = None  # what the preview shows: view, region, qf, split; read by the test hook
@@ -449,6 +451,7 @@ class FilterDialog:
         if not self.closed:
             self.stage = None
             self.previews_pending = 0
+            self._awaited_preview = None  # a failed preview is asked for again, not awaited for ever
             self.progress.set_opacity(0.0)
             if self._pulse_timer:
                 GLib.source_remove(self._pulse_timer)
@@ -466,41 +469,61 @@ class FilterDialog:
         self.schedule_preview()
 
     def schedule_preview(self):
+        """Restores the preview after a short pause, so a dragged slider asks only for where it stops.
+
+        The view and settings already restored are drawn again at once from the last result:
+        GIMP draws the unrestored drawable into the preview whenever its area is allocated or
+        scrolled, and that must not stay on screen, nor cost another restore.
+        """
         if self._preview_timer:
             GLib.source_remove(self._preview_timer)
+            self._preview_timer = 0
+        wanted = self._wanted_preview()
+        if wanted is not None and self._last_preview is not None and self._last_preview[0] == wanted:
+            self._request_preview()
+            return
         self._preview_timer = GLib.timeout_add(PREVIEW_DELAY, self._request_preview)
+
+    def _wanted_preview(self):
+        """What the preview should show now (view, region read around it, QF, split, network options), or None."""
+        if self.closed or not self.preview.get_update():
+            return None
+        if self.config.get_property("automatic-qf") and self.estimate is None:
+            return None  # drawn when the estimate arrives
+        x, y = self.preview.get_position()
+        width, height = self.preview.get_size()
+        return {"view": [x, y, width, height], "region": list(_grid_region(self.drawable, x, y, width, height)),
+                "qf": int(self.config.get_property("qf")), "split": self.split.get_active(),
+                "options": _network_options(self.config)}
 
     def _request_preview(self):
         self._preview_timer = 0
-        if self.closed or not self.preview.get_update():
+        wanted = self._wanted_preview()
+        if wanted is None:
             return False
-        if self.config.get_property("automatic-qf") and self.estimate is None:
-            return False  # drawn when the estimate arrives
-        x, y = self.preview.get_position()
-        width, height = self.preview.get_size()
-        rect = _grid_region(self.drawable, x, y, width, height)
-        data, _, channels = _read(self.drawable, rect)
-        qf = int(self.config.get_property("qf"))
-        split = self.split.get_active()
-        header = {"op": "preview", "width": rect[2], "height": rect[3], "channels": channels, "qf": qf,
-                  "view": [x - rect[0], y - rect[1], width, height], "split": split,
-                  **_network_options(self.config)}
         self.preview_serial += 1
-        serial = self.preview_serial
-        shown = {"view": [x, y, width, height], "region": list(rect), "qf": qf, "split": split, "serial": serial}
+        if self._last_preview is not None and self._last_preview[0] == wanted:
+            self._draw_preview(*self._last_preview)
+            return False
+        if wanted == self._awaited_preview:
+            return False  # the request in flight restores this very view; its result is drawn
+        rect = tuple(wanted["region"])
+        data, _, channels = _read(self.drawable, rect)
+        x, y, width, height = wanted["view"]
+        header = {"op": "preview", "width": rect[2], "height": rect[3], "channels": channels, "qf": wanted["qf"],
+                  "view": [x - rect[0], y - rect[1], width, height], "split": wanted["split"], **wanted["options"]}
+        self._awaited_preview = wanted
 
         def on_result(reply, pixels):
             if self.closed:
                 return False
             self.previews_pending = max(0, self.previews_pending - 1)
-            if serial == self.preview_serial:  # an older view is never drawn
-                self.preview.draw_buffer(pixels, width * channels)
-                self._mark("first preview")
-                self.preview_shown = shown
-                _report({"preview": shown})
             self._stage_done()
-            if serial == self.preview_serial:
-                self._notify("preview")
+            # Only the settings last asked for are drawn: an older view never replaces a newer one.
+            if wanted == self._awaited_preview:
+                self._awaited_preview = None
+                self._last_preview = (wanted, pixels, width * channels)
+                self._draw_preview(*self._last_preview)
             return False
 
         # A newer request replaces one still waiting, so at most the running one and this one are pending.
@@ -508,7 +531,17 @@ class FilterDialog:
         if not self._pulse_timer:
             self._pulse_timer = GLib.timeout_add(120, self._pulse)
         self.worker.submit("preview", header, data, on_result, self._on_error, self._on_stage)
+        _report({"preview asked": {key: wanted[key] for key in ("view", "region", "qf", "split")}})
         return False
+
+    def _draw_preview(self, wanted, pixels, rowstride):
+        """Shows restored pixels and tells the listeners (the test hook) what is on screen now."""
+        self.preview.draw_buffer(pixels, rowstride)
+        self._mark("first preview")
+        self.preview_shown = {**{key: wanted[key] for key in ("view", "region", "qf", "split")},
+                              "serial": self.preview_serial}
+        _report({"preview": self.preview_shown})
+        self._notify("preview")
 
     def _notify(self, event):
         for listener in list(self.listeners):

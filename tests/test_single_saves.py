@@ -20,6 +20,8 @@ from fbcnn_plugins.core.restorer import Restorer
 from fbcnn_plugins.training import single_saves
 from fbcnn_plugins.training.strength_curves import QF_GRID
 
+from conftest import needs_torch
+
 
 def synthetic_patches(offset: float, count: int = 400, seed: int = 0) -> dict[str, np.ndarray]:
     """Single saves whose PSNR curve peaks ``offset`` QF above the save's QF, plus other families to ignore."""
@@ -174,6 +176,7 @@ def test_auto_restores_a_gray_screenshot_jpeg_lighter_than_a_photo_and_better(tm
         assert "drawn" not in photo.reason, name
 
 
+@needs_torch  # collect reads the patches through the PyTorch network
 def test_the_fits_use_the_readings_of_the_cards_own_heads(tmp_path):
     """Readings stored by ``collect`` stand only for the weights that made them: once the strength
     head is refitted, the drawn-save and heavier-damage fits read the stored features again with
