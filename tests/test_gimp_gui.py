@@ -55,8 +55,19 @@ class Runs:
         return self.gimp.reports()[start:]
 
     def wait_for_report(self, start: int, key: str, what: str, timeout: float = WORKER_WAIT) -> None:
-        """Until the plug-in has reported ``key`` (a key of its report line, or a dialog stage) since ``start``."""
-        self.gimp.wait(lambda: any(key in r or r.get("stage") == key for r in self.reports_since(start)), timeout, what)
+        """Until the plug-in has reported ``key`` (a key of its report line, or a dialog stage) since ``start``.
+
+        An error the plug-in reported ends the wait at once, with its words: the report it
+        waits for will never come, and the worker's long allowance would only hide why.
+        """
+
+        def arrived() -> bool:
+            reports = self.reports_since(start)
+            errors = [r["error"] for r in reports if "error" in r]
+            assert not errors, f"the plug-in failed while the test waited for {what}: {errors[0]}"
+            return any(key in r or r.get("stage") == key for r in reports)
+
+        self.gimp.wait(arrived, timeout, what)
 
     def finish(self, what: str, *, modified: bool) -> None:
         self.gimp.wait_until_idle(WORKER_WAIT)
