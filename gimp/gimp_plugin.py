@@ -142,6 +142,11 @@ def _network_options(config):
     }
 
 
+def _shown(wanted):
+    """The part of a preview's settings the test hook and the report name: where it is, QF and split."""
+    return {key: wanted[key] for key in ("view", "region", "qf", "split")}
+
+
 def _file_hints(drawable, image):
     # Only the layer the JPEG loader made (image-sized, at the origin) carries the file's
     # compression; a pasted or scaled layer does not.
@@ -478,11 +483,8 @@ class FilterDialog:
         if self._preview_timer:
             GLib.source_remove(self._preview_timer)
             self._preview_timer = 0
-        wanted = self._wanted_preview()
-        if wanted is not None and self._last_preview is not None and self._last_preview[0] == wanted:
-            self._request_preview()
-            return
-        self._preview_timer = GLib.timeout_add(PREVIEW_DELAY, self._request_preview)
+        if not self._redraw_last_preview(self._wanted_preview()):
+            self._preview_timer = GLib.timeout_add(PREVIEW_DELAY, self._request_preview)
 
     def _wanted_preview(self):
         """What the preview should show now (view, region read around it, QF, split, network options), or None."""
@@ -496,15 +498,20 @@ class FilterDialog:
                 "qf": int(self.config.get_property("qf")), "split": self.split.get_active(),
                 "options": _network_options(self.config)}
 
+    def _redraw_last_preview(self, wanted):
+        """Draws the last restored preview again when it is what is ``wanted``; says whether it did."""
+        if wanted is None or self._last_preview is None or self._last_preview[0] != wanted:
+            return False
+        self.preview_serial += 1
+        self._draw_preview(*self._last_preview)
+        return True
+
     def _request_preview(self):
         self._preview_timer = 0
         wanted = self._wanted_preview()
-        if wanted is None:
+        if wanted is None or self._redraw_last_preview(wanted):
             return False
         self.preview_serial += 1
-        if self._last_preview is not None and self._last_preview[0] == wanted:
-            self._draw_preview(*self._last_preview)
-            return False
         if wanted == self._awaited_preview:
             return False  # the request in flight restores this very view; its result is drawn
         rect = tuple(wanted["region"])
@@ -531,15 +538,14 @@ class FilterDialog:
         if not self._pulse_timer:
             self._pulse_timer = GLib.timeout_add(120, self._pulse)
         self.worker.submit("preview", header, data, on_result, self._on_error, self._on_stage)
-        _report({"preview asked": {key: wanted[key] for key in ("view", "region", "qf", "split")}})
+        _report({"preview asked": _shown(wanted)})
         return False
 
     def _draw_preview(self, wanted, pixels, rowstride):
         """Shows restored pixels and tells the listeners (the test hook) what is on screen now."""
         self.preview.draw_buffer(pixels, rowstride)
         self._mark("first preview")
-        self.preview_shown = {**{key: wanted[key] for key in ("view", "region", "qf", "split")},
-                              "serial": self.preview_serial}
+        self.preview_shown = {**_shown(wanted), "serial": self.preview_serial}
         _report({"preview": self.preview_shown})
         self._notify("preview")
 
