@@ -717,8 +717,9 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
             header["qf"] = estimate["value"] if known else ("auto" if automatic else config.get_property("qf"))
             share = 1.0 / len(drawables)
 
-            def progress(fraction, index=index, share=share):
+            def progress(fraction, index=index, share=share, name=drawable.get_name()):
                 Gimp.progress_update(min(1.0, (index + fraction) * share))
+                _report({"progress": fraction, "of": name})
 
             _report({"restoring": drawable.get_name()})
             reply, restored = worker.request(header, data, progress)

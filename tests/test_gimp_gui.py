@@ -100,13 +100,23 @@ class Runs:
         self.finish("Re-Show + Escape", modified=False)
 
     def cancel_in_status_bar(self) -> None:
+        """Cancel once the first tiles are restored: the engine is loaded and most tiles are still to come.
+
+        A click sent when the restoration is announced can land after it has ended on a fast
+        machine (a small photo is one tile).  The photo has many tiles and the click waits for
+        the worker's first fraction, so the restoration is in progress when the click lands.
+        """
         start = len(self.gimp.reports())
         dialog = self.gimp.reshow()
         self.gimp.key(dialog, "Return")
-        self.wait_for_report(start, "restoring", "the restoration")
+        self.wait_for_report(start, "progress", "the first restored tiles")
+        done = max(r["progress"] for r in self.reports_since(start) if "progress" in r)
+        assert done <= 0.5, f"{done:.0%} of the photo was restored before the test could click Cancel; use a larger photo"
         self.gimp.click_status_cancel()
         self.finish("Cancel in the status bar", modified=False)
-        assert not any("drawable" in r for r in self.reports_since(start)), "the restoration was not cancelled"
+        reports = self.reports_since(start)
+        assert not any("drawable" in r for r in reports), "the restoration was not cancelled"
+        assert max(r["progress"] for r in reports if "progress" in r) < 1.0, "every tile was restored before the Cancel"
 
     def cancel_after_header(self) -> None:
         start = len(self.gimp.reports())
@@ -119,8 +129,8 @@ class Runs:
 def test_runs_end_cleanly(release, tmp_path):
     image = release.root / "root" / "fbcnn-gui" / f"photo-{os.getpid()}.jpg"
     image.parent.mkdir(parents=True, exist_ok=True)
-    # A photo large enough that the restoration lasts until the status bar's Cancel is clicked.
-    Image.fromarray(natural_image(384, 512, seed=0)).save(image, quality=30)
+    # A photo of 35 CPU tiles (512 px), so the restoration lasts until the status bar's Cancel is clicked.
+    Image.fromarray(natural_image(2048, 3072, seed=0)).save(image, quality=30)
     try:
         with gimp_gui.GimpGui(release, image) as gimp:
             runs = Runs(gimp)
