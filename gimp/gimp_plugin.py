@@ -706,27 +706,27 @@ class FbcnnJpegArtifacts(Gimp.PlugIn):
         """
         automatic = config.get_property("automatic-qf")
         shadowed = []
+        share = 1.0 / len(drawables)
         for index, drawable in enumerate(drawables):
             rect = _region(drawable)
             if rect is None:
                 continue
-            Gimp.progress_set_text(f"Removing JPEG artifacts ({drawable.get_name()})")
+            name = drawable.get_name()
+            Gimp.progress_set_text(f"Removing JPEG artifacts ({name})")
             header, data, fmt = _pixel_request("restore", drawable, rect, config, image)
             # The dialog's estimate is for the first drawable: others get their own.
             known = automatic and index == 0 and estimate is not None
             header["qf"] = estimate["value"] if known else ("auto" if automatic else config.get_property("qf"))
-            share = 1.0 / len(drawables)
 
-            def progress(fraction, index=index, share=share, name=drawable.get_name()):
+            def progress(fraction, index=index, name=name):
                 Gimp.progress_update(min(1.0, (index + fraction) * share))
                 _report({"progress": fraction, "of": name})
 
-            _report({"restoring": drawable.get_name()})
+            _report({"restoring": name})
             reply, restored = worker.request(header, data, progress)
             _write_shadow(drawable, rect, fmt, restored)
             shadowed.append((drawable, rect))
-            _report({"drawable": drawable.get_name(), "rect": list(rect),
-                     "qf": estimate if known else reply["qf"]})
+            _report({"drawable": name, "rect": list(rect), "qf": estimate if known else reply["qf"]})
         if shadowed:
             image.undo_group_start()
             try:

@@ -44,6 +44,11 @@ def release(request):
     return release
 
 
+def restored_fraction(reports: list[dict]) -> float:
+    """The largest fraction of a restoration the plug-in reported (it reports each the worker sends)."""
+    return max(r["progress"] for r in reports if "progress" in r)
+
+
 class Runs:
     """The five kinds of run, each checked as it ends; ``log`` keeps what was done for the failure message."""
 
@@ -110,13 +115,13 @@ class Runs:
         dialog = self.gimp.reshow()
         self.gimp.key(dialog, "Return")
         self.wait_for_report(start, "progress", "the first restored tiles")
-        done = max(r["progress"] for r in self.reports_since(start) if "progress" in r)
+        done = restored_fraction(self.reports_since(start))
         assert done <= 0.5, f"{done:.0%} of the photo was restored before the test could click Cancel; use a larger photo"
         self.gimp.click_status_cancel()
         self.finish("Cancel in the status bar", modified=False)
         reports = self.reports_since(start)
         assert not any("drawable" in r for r in reports), "the restoration was not cancelled"
-        assert max(r["progress"] for r in reports if "progress" in r) < 1.0, "every tile was restored before the Cancel"
+        assert restored_fraction(reports) < 1.0, "every tile was restored before the Cancel"
 
     def cancel_after_header(self) -> None:
         start = len(self.gimp.reports())
